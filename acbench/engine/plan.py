@@ -1,0 +1,96 @@
+"""Planning: a protocol becomes a list of jobs (stage x method x category x seed) with dependencies.
+
+    fit ─► generate ─► quality
+                  └──► detect (one per detector)
+    detect (detectors that use no synthetic data: once per category x seed, method "none")
+
+Each job's config hash covers everything its output depends on, including its dependencies'
+hashes, so changing a method option re-runs that method's jobs and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from acbench import registry
+from acbench.protocol import Protocol, config_hash
+
+NO_METHOD = "none"
+ALL_CATEGORIES = "_all"
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: str  # fit | generate | quality | detect
+    method: str  # method label ("name" or "name/variant"), or NO_METHOD
+    category: str  # a category, or ALL_CATEGORIES for a dataset-scope fit
+    seed: int
+    detector: str = ""
+    deps: tuple[str, ...] = ()
+    hash: str = ""
+    # Plain data only, so a job can be shipped to another process or machine.
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def id(self) -> str:
+        parts = [self.stage] + ([self.detector] if self.detector else []) + [self.method, self.category,
+                                                                           str(self.seed)]
+        return "/".join(p.replace("/", "@") for p in parts)
+
+    @property
+    def relpath(self) -> PurePosixPath:
+        return PurePosixPath("artifacts", self.id)
+
+
+def _method_index(protocol: Protocol) -> dict[str, int]:
+    return {m.label: i for i, m in enumerate(protocol.methods)}
+
+
+def plan(protocol: Protocol, categories: list[str]) -> list[Job]:
+    """All jobs of a study in an order that respects dependencies."""
+    jobs: list[Job] = []
+    data_cfg = protocol.dataset.model_dump(mode="json")
+    data_cfg["categories"] = None  # adding a category must not invalidate the others' jobs
+
+    def add(stage: str, method: str, category: str, seed: int, deps: list[Job], payload: Any,
+            detector: str = "", **params: Any) -> Job:
+        h = config_hash([stage, payload, [d.hash for d in deps], category, seed, protocol.weights])
+        job = Job(stage, method, category, seed, detector, tuple(d.id for d in deps), h, params)
+        jobs.append(job)
+        return job
+
+    for seed in protocol.seeds:
+        for m_index, method in enumerate(protocol.methods):
+            scope = getattr(registry.load("methods", method.name), "fit_scope", "none")
+            m_cfg = method.model_dump(mode="json")
+            dataset_fit = None
+            if scope == "dataset":
+                dataset_fit = add("fit", method.label, ALL_CATEGORIES, seed, [], [data_cfg, m_cfg],
+                                  method_index=m_index, categories=categories)
+            for cat in categories:
+                fit_deps = [dataset_fit] if dataset_fit else []
+                if scope == "category":
+                    fit_deps = [add("fit", method.label, cat, seed, [], [data_cfg, m_cfg],
+                                    method_index=m_index, categories=[cat])]
+                gen = add("generate", method.label, cat, seed, fit_deps,
+                          [data_cfg, m_cfg, protocol.generation.model_dump(mode="json")],
+                          method_index=m_index, fit=fit_deps[0].id if fit_deps else None)
+                if protocol.metrics:
+                    add("quality", method.label, cat, seed, [gen], [data_cfg, protocol.metrics],
+                        metrics=list(protocol.metrics))
+                for d_index, det in enumerate(protocol.detectors):
+                    if _uses_synthetic(det.name):
+                        add("detect", method.label, cat, seed, [gen], [data_cfg, det.model_dump(mode="json")],
+                            detector=det.label, detector_index=d_index)
+        for cat in categories:
+            for d_index, det in enumerate(protocol.detectors):
+                if not _uses_synthetic(det.name):
+                    add("detect", NO_METHOD, cat, seed, [], [data_cfg, det.model_dump(mode="json")],
+                        detector=det.label, detector_index=d_index)
+    return jobs
+
+
+def _uses_synthetic(detector: str) -> bool:
+    return bool(getattr(registry.load("detectors", detector), "uses_synthetic", True))

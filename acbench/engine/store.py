@@ -1,0 +1,130 @@
+"""The run store: one folder per study, with atomic artifacts, resume, and a lock.
+
+    <run>/manifest.json                  resolved protocol, hash, versions, device, seeds, times
+    <run>/artifacts/<job id>/            one finished job: its files + DONE.json (config hash)
+    <run>/results.csv                    long format, collected from every finished artifact
+    <run>/report/                        rendered report
+    <run>/logs/                          run.log, one log per job, tracebacks of failed jobs
+
+An artifact is built in a hidden temporary folder beside its final place and renamed into place
+with its marker already inside, so a folder with DONE.json is complete by construction; anything
+else (a crash mid-job, a kill -9) leaves only a temporary folder that the next run removes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from acbench.data.io import atomic_write_text
+from acbench.engine.plan import Job
+from acbench.errors import UserError
+
+MARKER = "DONE.json"
+ROWS = "rows.json"
+
+
+class RunStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._lock_fh = None
+
+    # -- locking ---------------------------------------------------------------------------- #
+    def lock(self) -> None:
+        """Refuse a second concurrent run on the same folder. The OS releases the lock when the
+        holding process dies, so a stale lock from a killed run is taken over automatically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError(f"{self.root}: run folder is locked by a live run ({holder}); wait for it "
+                                "to finish or use another --out") from None
+            raise
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        self._lock_fh = fh
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # -- artifacts -------------------------------------------------------------------------- #
+    def path(self, job: Job | str) -> Path:
+        rel = job.relpath if isinstance(job, Job) else Path("artifacts", job)
+        target = (self.root / rel).resolve()
+        if not target.is_relative_to(self.root.resolve()):  # names come from protocols: stay inside
+            raise UserError(f"job '{rel}' would write outside the run folder {self.root}")
+        return self.root / rel
+
+    def is_done(self, job: Job) -> bool:
+        marker = self.path(job) / MARKER
+        try:
+            return json.loads(marker.read_text()).get("hash") == job.hash
+        except (OSError, ValueError):
+            return False
+
+    def begin(self, job: Job) -> Path:
+        """A fresh temporary folder in which the job builds its artifact."""
+        final = self.path(job)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+
+    def commit(self, job: Job, tmp: Path, rows: list[dict[str, Any]], info: dict[str, Any] | None = None) -> None:
+        """Write rows and the marker into `tmp`, then swap it into place atomically."""
+        (tmp / ROWS).write_text(json.dumps(rows, indent=1, default=float))
+        marker = {"job": job.id, "hash": job.hash, "finished": time.time(), **(info or {})}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=1, default=str))
+        final = self.path(job)
+        if final.exists():
+            trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+
+    def rows(self, job: Job) -> list[dict[str, Any]]:
+        return json.loads((self.path(job) / ROWS).read_text())
+
+    def marker(self, job: Job) -> dict[str, Any]:
+        return json.loads((self.path(job) / MARKER).read_text())
+
+    def clean_temporaries(self) -> int:
+        """Remove leftovers of interrupted jobs (never read as complete; removed for disk space)."""
+        removed = 0
+        art = self.root / "artifacts"
+        if art.is_dir():
+            for leftover in list(art.rglob(".tmp-*")) + list(art.rglob(".old-*")):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed += 1
+        return removed
+
+    # -- files ------------------------------------------------------------------------------ #
+    def write_json(self, name: str, payload: Any) -> None:
+        atomic_write_text(self.root / name, json.dumps(payload, indent=2, default=str))
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.root / name).read_text())
+
+    @property
+    def logs(self) -> Path:
+        path = self.root / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,133 @@
+"""Resolving pretrained weights: explicit path, standard caches, hub download, random (flagged).
+
+Every pretrained network is resolved here, in this order:
+
+1. an explicit local path (protocol option or argument);
+2. the standard caches: `$TORCH_HOME/hub/checkpoints/<exact file name>` for torch-hub files, the
+   Hugging Face hub cache for hub ids (`HF_HOME`, `HF_HUB_CACHE`);
+3. a download, only when the network is reachable (never attempted with `HF_HUB_OFFLINE=1` or
+   `ACBENCH_OFFLINE=1`);
+4. random initialisation, only when the policy allows it (`random`, or `pretrained-or-random`
+   when nothing was found) — and then the resolution says so, and every report built from it
+   carries a "random weights — not comparable" mark.
+
+If nothing works under the `pretrained` policy, a `UserError` names the weight, where it looked,
+and how to provide it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from acbench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["pretrained", "pretrained-or-random", "random"]
+POLICIES: tuple[str, ...] = ("pretrained", "pretrained-or-random", "random")
+RANDOM_MARK = "random weights — not comparable"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where a weight came from. `path` is None for random or for a hub id left to the library."""
+
+    name: str
+    source: Literal["path", "cache", "download", "random"]
+    path: str | None = None
+
+    @property
+    def is_random(self) -> bool:
+        return self.source == "random"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("ACBENCH_OFFLINE") == "1"
+
+
+def torch_home() -> Path:
+    if "TORCH_HOME" in os.environ:
+        return Path(os.environ["TORCH_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "~/.cache")
+    return Path(xdg).expanduser() / "torch"
+
+
+def _random(name: str, why: str) -> Resolution:
+    log.warning("RANDOM WEIGHTS for %s (%s): results are not comparable to published numbers", name, why)
+    return Resolution(name, "random")
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise UserError(f"weights policy '{policy}' is unknown; use one of {', '.join(POLICIES)}")
+
+
+def resolve_torch_hub_file(name: str, filename: str, url: str | None, policy: Policy = "pretrained",
+                           explicit: str | Path | None = None) -> Resolution:
+    """A torch-hub checkpoint file (AlexNet, VGG, FID-Inception, ResNet …) by its exact file name."""
+    _check_policy(policy)
+    if policy == "random":
+        return _random(name, "asked for")
+    tried = []
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if path.is_file():
+            return Resolution(name, "path", str(path))
+        tried.append(str(path))
+    cached = torch_home() / "hub" / "checkpoints" / filename
+    if cached.is_file():
+        return Resolution(name, "cache", str(cached))
+    tried.append(str(cached))
+    if url and not offline():
+        try:
+            from torch.hub import download_url_to_file
+
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            download_url_to_file(url, str(cached), progress=False)
+            return Resolution(name, "download", str(cached))
+        except Exception as exc:  # no network: fall through to the policy decision
+            tried.append(f"download from {url} failed ({exc.__class__.__name__})")
+    if policy == "pretrained-or-random":
+        return _random(name, "no file found")
+    raise UserError(f"weights '{name}' not found (looked in: {'; '.join(tried)}); "
+                    f"place {filename} in {cached.parent} or pass its path")
+
+
+def resolve_hf(name: str, repo_id: str, policy: Policy = "pretrained", explicit: str | Path | None = None,
+               subfolder: str | None = None) -> Resolution:
+    """A Hugging Face model folder: explicit local folder, the hub cache, or a download."""
+    _check_policy(policy)
+    if policy == "random":
+        return _random(name, "asked for")
+    tried = []
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if path.is_dir():
+            return Resolution(name, "path", str(path))
+        tried.append(str(path))
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(repo_id, local_files_only=True)
+        return Resolution(name, "cache", folder)
+    except Exception:
+        tried.append(f"hub cache for '{repo_id}'")
+    if not offline():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(repo_id, etag_timeout=10)
+            return Resolution(name, "download", folder)
+        except Exception as exc:
+            tried.append(f"download of '{repo_id}' failed ({exc.__class__.__name__})")
+    if policy == "pretrained-or-random":
+        return _random(name, "not found")
+    raise UserError(f"weights '{name}' not found (looked in: {'; '.join(tried)}); download '{repo_id}' "
+                    f"with `huggingface-cli download {repo_id}` or give a local folder")

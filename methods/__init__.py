@@ -1,0 +1,1 @@
+"""Synthesis-method plugins shipped with acbench (installed as `acbench_methods`)."""
