@@ -1,0 +1,113 @@
+"""LPIPS v0.1 split into per-image features and pair distances computed from them.
+
+`lpips.LPIPS(x, y)` = sum over layers l of mean_hw sum_c w_lc (x̂_lchw - ŷ_lchw)^2, where x̂ are the
+trunk features (after LPIPS's ScalingLayer) normalised to unit length over channels and w_l the
+v0.1 `lin` 1x1 weights (non-negative). Scaling x̂ by sqrt(w_lc / (H_l W_l)) and flattening all
+layers into one vector u(x) makes LPIPS a squared Euclidean distance, ||u(x) - u(y)||^2, so every
+pair distance of a set follows from one backbone pass per image and a Gram matrix
+(|u_i|^2 + |u_j|^2 - 2 <u_i, u_j>). The `lpips` package offers only the pairwise forward; this
+module is the hand-written part. Features stay float32 (the package's own precision) and the Gram
+products accumulate in float64, in column chunks with a bounded memory footprint.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from functools import cache
+
+import lpips
+import torch
+from torch import Tensor
+
+from acbench.weights import Policy, Resolution, resolve_lpips_backbone
+
+log = logging.getLogger(__name__)
+
+#: float64 elements per Gram chunk (rows x columns), ~256 MB.
+CHUNK_ELEMENTS = 2**25
+
+
+def build_lpips(net: str, resolution: Resolution) -> lpips.LPIPS:
+    """LPIPS v0.1 with the shipped heads and the trunk from `resolution` (random when it says so)."""
+    with warnings.catch_warnings():  # lpips calls torchvision with the deprecated `pretrained=` kwarg
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
+    if not resolution.is_random:
+        _load_torchvision_trunk(model, resolution.path)
+    return model.eval().requires_grad_(False)
+
+
+def _load_torchvision_trunk(model: lpips.LPIPS, path: str | None) -> None:
+    """Load a torchvision ImageNet state dict into lpips' sliced trunk (slices keep torchvision's indices)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    slice_of = {index: sname for sname, sl in model.net.named_children() for index, _ in sl.named_children()}
+    target = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            index, rest = key[len("features."):].split(".", 1)
+            if index in slice_of:
+                target[f"{slice_of[index]}.{index}.{rest}"] = value
+    model.net.load_state_dict(target, strict=True)
+
+
+@cache
+def cached_lpips(net: str, policy: Policy, device: str) -> tuple[lpips.LPIPS, Resolution]:
+    """One LPIPS network per (backbone, weights policy, device) and process."""
+    resolution = resolve_lpips_backbone(net, policy)
+    return build_lpips(net, resolution).to(device), resolution
+
+
+class LpipsFeatures:
+    """Per-image LPIPS feature vectors u(x) and distances between them (see the module docstring)."""
+
+    def __init__(self, model: lpips.LPIPS) -> None:
+        self.model = model
+        self.heads = [lin.model[-1].weight.detach().flatten().double() for lin in model.lins]
+        if any(bool((w < 0).any()) for w in self.heads):
+            raise ValueError("LPIPS heads with negative weights have no Euclidean form")
+        self._scale: Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> Tensor:
+        """(N, D) float32 unit-normalised trunk features, flattened over layers; images in [-1, 1]."""
+        outs = self.model.net(self.model.scaling_layer(images.to(self.device, torch.float32)))
+        feats = [lpips.normalize_tensor(out) for out in outs]
+        if self._scale is None:
+            self._scale = torch.cat([
+                (w / (f.shape[2] * f.shape[3])).sqrt().repeat_interleave(f.shape[2] * f.shape[3])
+                for w, f in zip(self.heads, feats, strict=True)])
+        return torch.cat([f.flatten(1) for f in feats], dim=1)
+
+    def _scaled(self, feats: Tensor, start: int, stop: int) -> Tensor:
+        scale = self._scale[start:stop].to(feats.device)
+        return feats[:, start:stop].double() * scale
+
+    def squared_norms(self, feats: Tensor) -> Tensor:
+        out = torch.zeros(feats.shape[0], dtype=torch.float64, device=feats.device)
+        for start, stop in _chunks(feats.shape[1], feats.shape[0]):
+            out += self._scaled(feats, start, stop).square().sum(dim=1)
+        return out
+
+    def distances(self, a: Tensor, b: Tensor) -> Tensor:
+        """(len(a), len(b)) float64 LPIPS distances between feature rows of `a` and of `b`."""
+        cross = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+        norm_a = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
+        norm_b = torch.zeros(b.shape[0], dtype=torch.float64, device=a.device)
+        b = b.to(a.device)
+        for start, stop in _chunks(a.shape[1], a.shape[0] + b.shape[0]):
+            sa, sb = self._scaled(a, start, stop), self._scaled(b, start, stop)
+            cross += sa @ sb.T
+            norm_a += sa.square().sum(dim=1)
+            norm_b += sb.square().sum(dim=1)
+        return norm_a[:, None] + norm_b[None, :] - 2 * cross
+
+
+def _chunks(columns: int, rows: int):
+    step = max(1, CHUNK_ELEMENTS // max(rows, 1))
+    for start in range(0, columns, step):
+        yield start, min(columns, start + step)
