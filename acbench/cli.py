@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluation and benchmarking suite for industrial anomaly synthesis.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: the embedded demo set, layout checks.")
 app.add_typer(data_app, name="data")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Score generated images outside a study.")
+app.add_typer(evaluate_app, name="evaluate")
 console = Console()
 err = Console(stderr=True)
 
@@ -30,8 +32,8 @@ PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
 @app.command()
 def run(
     protocol: Annotated[Path, typer.Argument(help="study protocol YAML")],
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default: the protocol's output)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: the protocol's output)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
     fail_fast: Annotated[bool, typer.Option(help="stop at the first failing job")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
@@ -118,6 +120,35 @@ def data_check(root: Annotated[Path, typer.Argument(help="dataset root in MVTec 
         err.print(f"{len(problems)} problem(s) in {root}")
         raise typer.Exit(2)
     console.print(f"{root}: OK")
+
+
+@evaluate_app.command("quality")
+def evaluate_quality(
+    generated: Annotated[Path, typer.Option(help="SyntheticSet or image folder (flat or one sub-folder per type)")],
+    reference: Annotated[Path, typer.Option(help="real anomalies, flat or one sub-folder per type")],
+    metrics: Annotated[str, typer.Option(help="comma-separated metric names")] = "is,ic-lpips,fid,kid",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto")] = "cpu",
+    weights: Annotated[str, typer.Option(help="pretrained, pretrained-or-random or random")] = "pretrained",
+    json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+) -> None:
+    """Generation-quality metrics (IS, IC-LPIPS, FID, KID) per anomaly type and overall."""
+    import json
+    import math
+
+    from acbench.engine.stages import resolve_device
+    from acbench.metrics.evaluate import evaluate_quality as evaluate
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    rows = [v.row() for v in evaluate(generated, reference, names, resolve_device(device), weights)]
+    if json_out:  # NaN (a type with no qualifying cluster) is not JSON: null
+        rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table("metric", "type", "value", "variant", "weights", "n_generated", "n_reference")
+    for r in rows:
+        table.add_row(r["metric"], r["anomaly_type"] or "(all)", f"{r['value']:.4f}", r.get("variant_of_metric", ""),
+                      r.get("weights", ""), str(r.get("n_generated", "")), str(r.get("n_reference", "")))
+    console.print(table)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ KID_SUBSETS, KID_MAX_SUBSET = 100, 1000  # torch-fidelity / torchmetrics default
 class _FreshInceptionV3(FeatureExtractorInceptionV3):
     """The torch-fidelity network without its weight loading (the constructor always loads some)."""
 
-    def load_state_dict(self, state_dict, strict=True, assign=False):  # noqa: ARG002 - keep the fresh init
+    def load_state_dict(self, state_dict, strict=True, assign=False):
         return None
 
 
@@ -69,11 +69,15 @@ def _he_init(model: nn.Module, seed: int) -> None:
             param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(param.shape[1]))
 
 
-@cache
 def cached_inception(policy: Policy, device: str) -> tuple[FeatureExtractorInceptionV3, Resolution]:
-    """One extractor per (weights policy, device) and process."""
+    """The extractor the policy resolves to; built once per (weights file, device) and process."""
     resolution = resolve_fid_inception(policy)
-    return build_fid_inception(resolution).to(device), resolution
+    return _built(resolution, device), resolution
+
+
+@cache
+def _built(resolution: Resolution, device: str) -> FeatureExtractorInceptionV3:
+    return build_fid_inception(resolution).to(device)
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -51,11 +51,15 @@ def _load_torchvision_trunk(model: lpips.LPIPS, path: str | None) -> None:
     model.net.load_state_dict(target, strict=True)
 
 
-@cache
 def cached_lpips(net: str, policy: Policy, device: str) -> tuple[lpips.LPIPS, Resolution]:
-    """One LPIPS network per (backbone, weights policy, device) and process."""
+    """The LPIPS network the policy resolves to; built once per (trunk file, device) and process."""
     resolution = resolve_lpips_backbone(net, policy)
-    return build_lpips(net, resolution).to(device), resolution
+    return _built(net, resolution, device), resolution
+
+
+@cache
+def _built(net: str, resolution: Resolution, device: str) -> lpips.LPIPS:
+    return build_lpips(net, resolution).to(device)
 
 
 class LpipsFeatures:
