@@ -157,7 +157,7 @@ class ClusteredLpips:
 
     def _cluster_score(self, members: list[int]) -> float:
         feats = self._cluster_features(members)
-        dist = self.features.distances(feats, feats)
+        dist = self.features.distances(feats)
         m = len(members)
         off_diagonal = ~torch.eye(m, dtype=torch.bool, device=dist.device)
         return float(dist[off_diagonal].sum() / (m * (m - 1)))  # ordered pairs = unordered, d is symmetric

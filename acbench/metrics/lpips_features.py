@@ -7,7 +7,8 @@ layers into one vector u(x) makes LPIPS a squared Euclidean distance, ||u(x) - u
 pair distance of a set follows from one backbone pass per image and a Gram matrix
 (|u_i|^2 + |u_j|^2 - 2 <u_i, u_j>). The `lpips` package offers only the pairwise forward; this
 module is the hand-written part. Features stay float32 (the package's own precision) and the Gram
-products accumulate in float64, in column chunks with a bounded memory footprint.
+products accumulate in float64, in column chunks with a bounded memory footprint (cancellation in
+|u_i|^2 + |u_j|^2 - 2<u_i, u_j> would cost float32 about 1e-6).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from acbench.weights import Policy, Resolution, resolve_lpips_backbone
 
 log = logging.getLogger(__name__)
 
-#: float64 elements per Gram chunk (rows x columns), ~256 MB.
-CHUNK_ELEMENTS = 2**25
+#: float64 elements per Gram chunk (rows x columns), 64 MB.
+CHUNK_ELEMENTS = 2**23
 
 
 def build_lpips(net: str, resolution: Resolution) -> lpips.LPIPS:
@@ -70,7 +71,6 @@ class LpipsFeatures:
         self.heads = [lin.model[-1].weight.detach().flatten().double() for lin in model.lins]
         if any(bool((w < 0).any()) for w in self.heads):
             raise ValueError("LPIPS heads with negative weights have no Euclidean form")
-        self._scale: Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -78,37 +78,24 @@ class LpipsFeatures:
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
-        """(N, D) float32 unit-normalised trunk features, flattened over layers; images in [-1, 1]."""
+        """(N, D) float32 vectors u(x), flattened over layers; images in [-1, 1]."""
         outs = self.model.net(self.model.scaling_layer(images.to(self.device, torch.float32)))
-        feats = [lpips.normalize_tensor(out) for out in outs]
-        if self._scale is None:
-            self._scale = torch.cat([
-                (w / (f.shape[2] * f.shape[3])).sqrt().repeat_interleave(f.shape[2] * f.shape[3])
-                for w, f in zip(self.heads, feats, strict=True)])
-        return torch.cat([f.flatten(1) for f in feats], dim=1)
+        feats = [lpips.normalize_tensor(out) for out in outs]  # the package's own arithmetic
+        scales = [(w / (f.shape[2] * f.shape[3])).sqrt().float() for w, f in zip(self.heads, feats, strict=True)]
+        return torch.cat([(f * s.to(f.device)[None, :, None, None]).flatten(1)
+                          for f, s in zip(feats, scales, strict=True)], dim=1)
 
-    def _scaled(self, feats: Tensor, start: int, stop: int) -> Tensor:
-        scale = self._scale[start:stop].to(feats.device)
-        return feats[:, start:stop].double() * scale
-
-    def squared_norms(self, feats: Tensor) -> Tensor:
-        out = torch.zeros(feats.shape[0], dtype=torch.float64, device=feats.device)
-        for start, stop in _chunks(feats.shape[1], feats.shape[0]):
-            out += self._scaled(feats, start, stop).square().sum(dim=1)
-        return out
-
-    def distances(self, a: Tensor, b: Tensor) -> Tensor:
-        """(len(a), len(b)) float64 LPIPS distances between feature rows of `a` and of `b`."""
-        cross = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
-        norm_a = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
-        norm_b = torch.zeros(b.shape[0], dtype=torch.float64, device=a.device)
-        b = b.to(a.device)
-        for start, stop in _chunks(a.shape[1], a.shape[0] + b.shape[0]):
-            sa, sb = self._scaled(a, start, stop), self._scaled(b, start, stop)
-            cross += sa @ sb.T
-            norm_a += sa.square().sum(dim=1)
-            norm_b += sb.square().sum(dim=1)
-        return norm_a[:, None] + norm_b[None, :] - 2 * cross
+    @torch.no_grad()
+    def distances(self, a: Tensor, b: Tensor | None = None) -> Tensor:
+        """(len(a), len(b)) float64 LPIPS distances ||u_a - u_b||^2 between rows of `a` and of `b` (or `a`)."""
+        rows = a if b is None else torch.cat([a, b.to(a.device)])
+        gram = torch.zeros(len(rows), len(rows), dtype=torch.float64, device=a.device)
+        for start, stop in _chunks(rows.shape[1], len(rows)):
+            chunk = rows[:, start:stop].double()
+            gram += chunk @ chunk.T  # one product yields the squared norms (diagonal) and the cross terms
+        norms = gram.diagonal()
+        cols = slice(0, len(a)) if b is None else slice(len(a), len(rows))
+        return norms[: len(a), None] + norms[None, cols] - 2 * gram[: len(a), cols]
 
 
 def _chunks(columns: int, rows: int):
