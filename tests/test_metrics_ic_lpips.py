@@ -109,3 +109,10 @@ def test_ties_and_caps():
     picked = select_members([0] * 6 + [1], 2, rand, seed=0)
     assert len(picked[0]) == 2 and set(picked[0]) <= set(range(6)) and picked[1] == [6]
     assert picked == select_members([0] * 6 + [1], 2, rand, seed=0)  # seeded
+
+
+def test_random_trunk_is_the_same_in_every_run():
+    torch.manual_seed(123)  # whatever the global RNG state
+    first = build_lpips("alex", RANDOM).net.slice1[0].weight.clone()
+    torch.rand(7)
+    assert torch.equal(first, build_lpips("alex", RANDOM).net.slice1[0].weight)

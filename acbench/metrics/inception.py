@@ -15,7 +15,6 @@ activations vanish (FID 0, IS 1 for everything).
 from __future__ import annotations
 
 import io
-import logging
 import math
 from collections import OrderedDict
 from functools import cache
@@ -30,8 +29,6 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from acbench.metrics.images import uint8_batches
 from acbench.weights import Policy, Resolution, resolve_fid_inception
-
-log = logging.getLogger(__name__)
 
 FEATURES = ("2048", "logits_unbiased")
 POOL_DIM, LOGITS_DIM = 2048, 1008

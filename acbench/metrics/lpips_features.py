@@ -13,7 +13,6 @@ products accumulate in float64, in column chunks with a bounded memory footprint
 
 from __future__ import annotations
 
-import logging
 import warnings
 from functools import cache
 
@@ -23,16 +22,16 @@ from torch import Tensor
 
 from acbench.weights import Policy, Resolution, resolve_lpips_backbone
 
-log = logging.getLogger(__name__)
-
 #: float64 elements per Gram chunk (rows x columns), 64 MB.
 CHUNK_ELEMENTS = 2**23
+RANDOM_TRUNK_SEED = 0
 
 
 def build_lpips(net: str, resolution: Resolution) -> lpips.LPIPS:
     """LPIPS v0.1 with the shipped heads and the trunk from `resolution` (random when it says so)."""
-    with warnings.catch_warnings():  # lpips calls torchvision with the deprecated `pretrained=` kwarg
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.simplefilter("ignore", UserWarning)  # lpips passes torchvision the deprecated `pretrained=`
+        torch.manual_seed(RANDOM_TRUNK_SEED)  # a random trunk is the same in every run and process
         model = lpips.LPIPS(net=net, version="0.1", pnet_rand=True, verbose=False)
     if not resolution.is_random:
         _load_torchvision_trunk(model, resolution.path)
