@@ -51,7 +51,9 @@ def build_fid_inception(resolution: Resolution) -> FeatureExtractorInceptionV3:
     empty = io.BytesIO()
     torch.save({}, empty)
     empty.seek(0)
-    model = _FreshInceptionV3("inception-v3-compat-random", list(FEATURES), feature_extractor_weights_path=empty)
+    with torch.random.fork_rng(devices=[]):  # every parameter, biases included, is the same in every run
+        torch.manual_seed(RANDOM_SEED)
+        model = _FreshInceptionV3("inception-v3-compat-random", list(FEATURES), feature_extractor_weights_path=empty)
     _he_init(model, RANDOM_SEED)
     return model
 
