@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluation and benchmarking suite for industrial anomaly synthesis.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: the embedded demo set, layout checks.")
 app.add_typer(data_app, name="data")
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights a protocol needs.")
+app.add_typer(weights_app, name="weights")
 console = Console()
 err = Console(stderr=True)
 
@@ -33,7 +35,8 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="run folder (default: the protocol's output)")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
     fail_fast: Annotated[bool, typer.Option(help="stop at the first failing job")] = False,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars, only the summary (for CI)")] = False,
+    executor: Annotated[Optional[str], typer.Option(help="local, ray or slurm (default: the protocol's)")] = None,
 ) -> None:
     """Run a whole study: fit, generate, score, detect, report. Re-running resumes."""
     from acbench.engine.progress import NullProgress, RichProgress
@@ -43,6 +46,10 @@ def run(
     proto = load_protocol(protocol)
     if device:
         proto.executor.device = device
+    if executor:
+        if executor not in ("local", "ray", "slurm"):
+            raise UserError(f"--executor: '{executor}' is unknown; use local, ray or slurm")
+        proto.executor.kind = executor  # type: ignore[assignment]
     progress = NullProgress() if quiet else RichProgress(err)
 
     def announce(jobs):
@@ -50,17 +57,88 @@ def run(
         for job in jobs:
             stages[job.stage] = stages.get(job.stage, 0) + 1
         err.print(f"[bold]{proto.name}[/bold]: {len(jobs)} jobs ("
-                  + ", ".join(f"{n} {s}" for s, n in stages.items()) + ")")
+                  + ", ".join(f"{n} {s}" for s, n in stages.items()) + f") on the {proto.executor.kind} executor")
+        if not quiet:
+            _announce_costs(proto, out)
 
     result = run_study(proto, out=out, source=str(protocol), fail_fast=fail_fast, progress=progress,
                        on_plan=announce)
-    err.print(f"ran {len(result.ran)}, cached {len(result.skipped)}, failed {len(result.failed)} "
-              f"-> {result.root}")
-    for job_id, reason in result.failed.items():
-        err.print(f"[red]failed[/red] {job_id}: {reason}")
-    console.print(f"report: {result.root / 'report' / 'index.md'}")
+    _print_summary(result)
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(result.exit_code)
+
+
+def _announce_costs(proto, out) -> None:
+    """The cost estimate as the first lines of a run (`acbench plan` shows the full picture)."""
+    from acbench.engine.views import estimate_table
+
+    try:
+        from acbench.engine.overview import plan_study
+
+        err.print(estimate_table(plan_study(proto, out).stages))
+    except UserError:  # the run itself reports input problems, with their one line
+        pass
+
+
+def _print_summary(result) -> None:
+    err.print(f"ran {len(result.ran)}, cached {len(result.skipped)}, failed {len(result.failed)}"
+              + (f", not run {len(result.not_run)} (--fail-fast)" if result.not_run else "")
+              + f" -> {result.root}")
+    for job_id, reason in result.failed.items():
+        err.print(f"[red]failed[/red] {job_id}: {reason}", highlight=False, soft_wrap=True)
+    if result.user_errors:
+        first = next(iter(result.user_errors.values()))
+        err.print(f"[red]error:[/red] {first}", highlight=False, soft_wrap=True)
+    console.print(f"report: {result.root / 'report' / 'index.md'}")
+
+
+@app.command("plan")
+def plan_(
+    protocol: Annotated[Path, typer.Argument(help="study protocol YAML")],
+    out: Annotated[Optional[Path], typer.Option(help="run folder (default: the protocol's output)")] = None,
+    history: Annotated[Optional[list[Path]], typer.Option(help="earlier run folders to take timings from")] = None,
+    jobs: Annotated[bool, typer.Option(help="list every job")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Before spending: the jobs, the weights they need (found or not), GPU-hours and peak memory."""
+    import json
+
+    from acbench.engine.overview import plan_study
+    from acbench.engine.views import print_plan
+    from acbench.protocol import load_protocol
+
+    study = plan_study(load_protocol(protocol), out, history or [])
+    if json_out:
+        console.print_json(json.dumps(study.as_dict()))
+    else:
+        print_plan(console, study, jobs)
+
+
+@weights_app.command("check")
+def weights_check(protocol: Annotated[Path, typer.Argument(help="study protocol YAML")]) -> None:
+    """Which pretrained weights a protocol needs and where each was found (never downloads)."""
+    from acbench.engine.requirements import check_weights
+    from acbench.engine.views import weights_table
+    from acbench.protocol import load_protocol
+
+    proto = load_protocol(protocol)
+    weights = check_weights(proto)
+    if not weights:
+        console.print(f"{protocol}: needs no pretrained weights")
+        return
+    console.print(weights_table(weights))
+    missing = [w.name for w in weights if w.found is False]
+    if missing and proto.weights == "pretrained":
+        raise UserError(f"{protocol}: weights missing under policy 'pretrained': {', '.join(missing)}")
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """What is done, running, failed and pending in a run folder."""
+    from acbench.engine.status import run_status
+    from acbench.engine.views import print_status
+
+    print_status(console, run_status(run_dir))
 
 
 @app.command()
@@ -123,6 +201,8 @@ def data_check(root: Annotated[Path, typer.Argument(help="dataset root in MVTec 
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the console shows warnings; run logs get everything
+        handler.setLevel(logging.WARNING)
     try:
         app()
     except UserError as exc:
