@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,11 +32,11 @@ PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
 @app.command()
 def run(
     protocol: Annotated[Path, typer.Argument(help="study protocol YAML")],
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default: the protocol's output)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: the protocol's output)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
     fail_fast: Annotated[bool, typer.Option(help="stop at the first failing job")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars, only the summary (for CI)")] = False,
-    executor: Annotated[Optional[str], typer.Option(help="local, ray or slurm (default: the protocol's)")] = None,
+    executor: Annotated[str | None, typer.Option(help="local, ray or slurm (default: the protocol's)")] = None,
 ) -> None:
     """Run a whole study: fit, generate, score, detect, report. Re-running resumes."""
     from acbench.engine.progress import NullProgress, RichProgress
@@ -95,8 +95,8 @@ def _print_summary(result) -> None:
 @app.command("plan")
 def plan_(
     protocol: Annotated[Path, typer.Argument(help="study protocol YAML")],
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default: the protocol's output)")] = None,
-    history: Annotated[Optional[list[Path]], typer.Option(help="earlier run folders to take timings from")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: the protocol's output)")] = None,
+    history: Annotated[list[Path] | None, typer.Option(help="earlier run folders to take timings from")] = None,
     jobs: Annotated[bool, typer.Option(help="list every job")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
 ) -> None:

@@ -52,7 +52,7 @@ def _safe_part(part: str) -> str:
 
 def cost_key(stage: str, plugin: str, preset: str = "") -> str:
     """What a job's cost depends on most: stage, plugin and size preset (`acbench plan` groups by it)."""
-    return ":".join([stage, plugin, preset]) if preset else f"{stage}:{plugin}"
+    return f"{stage}:{plugin}:{preset}" if preset else f"{stage}:{plugin}"
 
 
 def _preset(options: dict[str, Any]) -> str:

@@ -17,13 +17,12 @@ import pandas as pd
 
 from acbench import __version__
 from acbench.data.io import atomic_write
-from acbench.engine.plan import Job, plan
 from acbench.engine.executors import make_executor
+from acbench.engine.plan import Job, plan
 from acbench.engine.preflight import preflight
 from acbench.engine.stages import resolve_device, study_categories
 from acbench.engine.store import RunStore
 from acbench.engine.worker import JOB_LOG_FORMAT, JobOutcome, disk_full_error, job_log_path
-from acbench.errors import UserError
 from acbench.protocol import Protocol
 
 log = logging.getLogger("acbench")
@@ -85,7 +84,7 @@ def package_versions() -> dict[str, str]:
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=False,
                               timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
