@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,8 +32,8 @@ PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
 @app.command()
 def run(
     protocol: Annotated[Path, typer.Argument(help="study protocol YAML")],
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default: the protocol's output)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: the protocol's output)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
     fail_fast: Annotated[bool, typer.Option(help="stop at the first failing job")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars, only the summary (for CI)")] = False,
     executor: Annotated[str | None, typer.Option(help="local, ray or slurm (default: the protocol's)")] = None,
@@ -147,6 +147,47 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
     from acbench.report import render_report
 
     console.print(f"report: {render_report(run_dir)}")
+
+
+@app.command()
+def generate(
+    method: Annotated[str, typer.Argument(help="method name (acbench list methods)")],
+    dataset: Annotated[Path, typer.Option(help="dataset root in MVTec AD layout")],
+    category: Annotated[str, typer.Option(help="category to generate for")],
+    out: Annotated[Path, typer.Option(help="SyntheticSet folder to write")],
+    per_type: Annotated[int, typer.Option(help="pairs per anomaly type")] = 16,
+    options: Annotated[str, typer.Option(help="method options as YAML, e.g. '{mode: scar}'")] = "{}",
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+    weights: Annotated[str, typer.Option(help="pretrained, pretrained-or-random or random")] = "pretrained",
+) -> None:
+    """Fit a method on one category's synthesis split and write a SyntheticSet."""
+    import yaml
+
+    from acbench.data.mvtec import load_category, resolve_categories
+    from acbench.engine.stages import resolve_device, seed_everything
+    from acbench.protocol import SplitConfig, parse_protocol
+    from acbench.synthesis import GenerationRequest, write_synthetic_set
+
+    raw = {"name": "generate", "dataset": {"kind": "folder", "root": str(dataset), "categories": [category]},
+           "methods": [{"name": method, "options": yaml.safe_load(options) or {}}], "weights": weights}
+    proto = parse_protocol(raw, source="--options")
+    resolve_categories(dataset, [category])
+    data = load_category(dataset, category, SplitConfig())
+    cls = registry.load("methods", method)
+    synth = cls(cls.Options.model_validate(proto.methods[0].options), weights=weights)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    fit_dir = out / "_fit"
+    if cls.fit_scope != "none":
+        synth.fit([data], fit_dir, seed=seed, device=dev)
+
+    def samples():
+        for atype in sorted(data.synthesis):
+            yield from synth.generate(data, GenerationRequest(atype, per_type, seed, fit_dir=fit_dir, device=dev))
+
+    count = write_synthetic_set(out, samples(), category, method, seed)
+    console.print(f"{count} pairs written to {out}")
 
 
 @app.command("list")
