@@ -39,10 +39,10 @@ def test_interrupted_study_resumes_to_identical_results(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-study
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("acbench.engine.runner.execute_job", dies_on_third)
+    monkeypatch.setattr("acbench.engine.stages.execute_job", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_study(protocol, out=tmp_path / "resumed")
-    monkeypatch.setattr("acbench.engine.runner.execute_job", real)
+    monkeypatch.setattr("acbench.engine.stages.execute_job", real)
 
     resumed = run_study(protocol, out=tmp_path / "resumed")
     assert len(resumed.skipped) == 2 and len(resumed.ran) == 6

@@ -76,7 +76,8 @@ class DependencyScheduler(ABC):
     @abstractmethod
     def outcome(self, handle: Any, job: Job) -> JobOutcome: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the backend (a Ray instance started here)."""
 
     def run(self, protocol: Protocol, store: RunStore, jobs: list[Job], result: Any, fail_fast: bool,
             progress: Any) -> None:

@@ -82,7 +82,7 @@ def _hub_cache(repo_id: str) -> str | None:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(repo_id, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached (or no hub library): reported as missing
+    except Exception:  # not cached (or no hub library): reported as missing
         return None
 
 

@@ -135,7 +135,8 @@ def _manifest(protocol: Protocol, source: str | None, device: str, jobs: list[Jo
         "split": protocol.dataset.split.model_dump(), "weights_policy": protocol.weights,
         "jobs": len(jobs), "plan": [{"id": j.id, "stage": j.stage, "hash": j.hash, "deps": list(j.deps)}
                                     for j in jobs],
-        "executor": protocol.executor.model_dump(mode="json"), "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "executor": protocol.executor.model_dump(mode="json"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "command": " ".join(sys.argv),
     }
 

@@ -84,7 +84,7 @@ class SlurmExecutor(DependencyScheduler):
     def outcome(self, handle: Any, job: Job) -> JobOutcome:
         try:
             return handle.result()
-        except Exception as exc:  # noqa: BLE001 - the SLURM job itself died (time limit, preemption, node failure)
+        except Exception as exc:  # the SLURM job itself died (time limit, preemption, node failure)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             return JobOutcome(job.id, "failed", error=f"SLURM job {handle.job_id} failed: {first} "
                                                       f"(see {self.root}/logs/submitit/{handle.job_id})")

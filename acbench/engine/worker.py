@@ -71,7 +71,7 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
         seconds = time.time() - started
         log.info("job %s done in %.1fs", job.id, seconds)
         return JobOutcome(job.id, "done", seconds)
-    except Exception as exc:  # noqa: BLE001 - recorded; the executor carries on with the other jobs
+    except Exception as exc:  # recorded; the executor carries on with the other jobs
         return _failure(store, job, exc, time.time() - started)
     finally:
         _detach(handler)
