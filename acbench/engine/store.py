@@ -136,6 +136,9 @@ class RunStore:
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                     removed += 1
+        for partial in self.root.glob(".*.tmp"):  # atomic_write's temporary files (results.csv, manifest)
+            partial.unlink(missing_ok=True)
+            removed += 1
         return removed
 
     # -- files ------------------------------------------------------------------------------ #
