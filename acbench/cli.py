@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from acbench import registry
@@ -85,10 +86,10 @@ def _print_summary(result) -> None:
               + (f", not run {len(result.not_run)} (--fail-fast)" if result.not_run else "")
               + f" -> {result.root}")
     for job_id, reason in result.failed.items():
-        err.print(f"[red]failed[/red] {job_id}: {reason}", highlight=False, soft_wrap=True)
+        err.print(f"[red]failed[/red] {escape(job_id)}: {escape(reason)}", highlight=False, soft_wrap=True)
     if result.user_errors:
         first = next(iter(result.user_errors.values()))
-        err.print(f"[red]error:[/red] {first}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(first)}", highlight=False, soft_wrap=True)
     console.print(f"report: {result.root / 'report' / 'index.md'}")
 
 
@@ -247,7 +248,7 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

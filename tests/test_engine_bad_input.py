@@ -98,7 +98,8 @@ def test_empty_synthetic_set(monkeypatch, capsys, tmp_path):
     _fails_with(monkeypatch, capsys, write_protocol(tmp_path), tmp_path, "empty synthetic set", "cutpaste/patch")
 
 
-def test_missing_weights_name_the_weight_and_where_looked(monkeypatch, capsys, tmp_path, needs_weights):
+@pytest.mark.usefixtures("needs_weights")
+def test_missing_weights_name_the_weight_and_where_looked(monkeypatch, capsys, tmp_path):
     protocol = write_protocol(tmp_path, methods=[{"name": "needs-weights"}], weights="pretrained")
     line = _fails_with(monkeypatch, capsys, protocol, tmp_path, "'tiny-backbone'", "not found")
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "tiny-backbone.pth") in line
