@@ -125,7 +125,7 @@ def weights_check(protocol: Annotated[Path, typer.Argument(help="study protocol 
     proto = load_protocol(protocol)
     weights = check_weights(proto)
     if not weights:
-        console.print(f"{protocol}: needs no pretrained weights")
+        console.print(f"{protocol}: needs no pretrained weights", soft_wrap=True)
         return
     console.print(weights_table(weights))
     missing = [w.name for w in weights if w.found is False]
