@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from acbench.engine.costs import StageEstimate
@@ -40,7 +41,7 @@ def print_plan(console: Console, study: StudyPlan, show_jobs: bool) -> None:
         table = Table("job", "after", "state", title=f"{len(study.jobs)} jobs")
         for job in study.jobs:
             state = "done" if job.id in study.done else "pending"
-            table.add_row(job.id, ", ".join(job.deps), f"[{STATE_STYLE[state]}]{state}[/]")
+            table.add_row(escape(job.id), escape(", ".join(job.deps)), f"[{STATE_STYLE[state]}]{state}[/]")
         console.print(table)
     if study.weights:
         console.print(weights_table(study.weights))
@@ -58,4 +59,4 @@ def print_status(console: Console, status: RunStatus) -> None:
     for state in ("running", "failed", "pending"):
         for job_id in status.jobs[state]:
             why = f"  {status.errors[job_id]}" if job_id in status.errors else ""
-            console.print(f"[{STATE_STYLE[state]}]{state:8}[/] {job_id}{why}", highlight=False)
+            console.print(f"[{STATE_STYLE[state]}]{state:8}[/] {escape(job_id)}{escape(why)}", highlight=False)
