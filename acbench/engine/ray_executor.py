@@ -9,6 +9,7 @@ and commit their artifacts into it with the run store's atomic rename.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from acbench.engine.executors import DependencyScheduler
@@ -38,7 +39,8 @@ class RayExecutor(DependencyScheduler):
     def open(self, protocol: Protocol, store: RunStore) -> None:
         ray = self.ray
         if not ray.is_initialized():  # a caller (a notebook, a test) may have started Ray already
-            ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
             self.started_here = True
         # Failed jobs are recorded by run_job itself; Ray must not silently re-run them.
         self.task = ray.remote(run_job).options(num_cpus=self.config.cpus_per_job,

@@ -15,14 +15,18 @@ STATE_STYLE = {"done": "green", "running": "cyan", "failed": "red", "pending": "
                "found": "green", "missing": "red", "missing (downloadable)": "yellow", "unknown": "yellow"}
 
 
+def _hours(value: float) -> str:
+    return "0" if value == 0 else ("<0.01" if value < 0.01 else f"{value:.2f}")
+
+
 def estimate_table(stages: list[StageEstimate]) -> Table:
     table = Table("stage", "jobs", "to run", "GPU-hours", "CPU-hours", "peak GPU GB", "basis",
                   title="cost estimate (jobs still to run)")
     for s in stages:
-        table.add_row(s.stage, str(s.jobs), str(s.pending), f"{s.gpu_hours:.2f}", f"{s.cpu_hours:.2f}",
+        table.add_row(s.stage, str(s.jobs), str(s.pending), _hours(s.gpu_hours), _hours(s.cpu_hours),
                       f"{s.peak_gb:.1f}", ", ".join(sorted(s.sources or [])))
     table.add_row("total", str(sum(s.jobs for s in stages)), str(sum(s.pending for s in stages)),
-                  f"{sum(s.gpu_hours for s in stages):.2f}", f"{sum(s.cpu_hours for s in stages):.2f}",
+                  _hours(sum(s.gpu_hours for s in stages)), _hours(sum(s.cpu_hours for s in stages)),
                   f"{max((s.peak_gb for s in stages), default=0):.1f}", "", style="bold")
     return table
 
