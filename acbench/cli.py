@@ -76,9 +76,14 @@ def _announce_costs(proto, out) -> None:
     try:
         from acbench.engine.overview import plan_study
 
-        err.print(estimate_table(plan_study(proto, out).stages))
+        study = plan_study(proto, out)
     except UserError:  # the run itself reports input problems, with their one line
-        pass
+        return
+    for w in study.weights:
+        where = w.where or "; ".join(w.looked) or "no location given"
+        err.print(f"weights {escape(w.name)} ({escape(', '.join(w.needed_by))}): {w.state} ({escape(where)})",
+                  highlight=False, soft_wrap=True)
+    err.print(estimate_table(study.stages))
 
 
 def _print_summary(result) -> None:
