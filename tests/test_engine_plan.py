@@ -136,3 +136,11 @@ def test_protocol_executor_fields(tmp_path):
     proto = load_protocol(write_protocol(tmp_path, executor={"kind": "slurm", "partition": "gpu", "time": "04:00:00",
                                                              "gpus_per_job": 1}))
     assert proto.executor.partition == "gpu" and proto.executor.time == "04:00:00"
+
+
+def test_run_starts_with_weights_and_estimate(monkeypatch, capsys, tmp_path, needs_weights):  # noqa: F811
+    protocol = write_protocol(tmp_path, methods=[{"name": "needs-weights"}])  # pretrained-or-random
+    assert run_cli(monkeypatch, "run", protocol, "--out", tmp_path / "run") == 0
+    err = capsys.readouterr().err
+    assert "weights tiny-backbone (method needs-weights): missing" in err and str(needs_weights) in err
+    assert "GPU-hours" in err and err.index("GPU-hours") < err.index("ran 2, cached 0, failed 0")
