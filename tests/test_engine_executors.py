@@ -67,5 +67,8 @@ def test_slurm_time_formats():
     assert timeout_minutes("04:00:00") == 240
     assert timeout_minutes("1-12:00:00") == 36 * 60
     assert timeout_minutes("00:10:30") == 11  # seconds round up: never shorter than asked
+    assert timeout_minutes("30:00") == 30  # M:S
+    assert timeout_minutes("2-6") == 54 * 60  # D-H
+    assert timeout_minutes("1-00:30") == 24 * 60 + 30  # D-H:M
     with pytest.raises(UserError, match="executor.time"):
         timeout_minutes("four hours")

@@ -26,20 +26,24 @@ _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
 def timeout_minutes(text: str | None, default: int = 24 * 60) -> int:
-    """SLURM time formats ('90', '04:00:00', '1-12:00:00', 'MM:SS' is read as HH:MM) as minutes."""
+    """A SLURM --time value as whole minutes (seconds round up).
+
+    SLURM's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
+    """
     if text is None:
         return default
     match = _TIME.match(str(text).strip())
     if not match:
         raise UserError(f"executor.time: '{text}' is not a SLURM time; write minutes, 'HH:MM:SS' or "
                         "'D-HH:MM:SS'")
-    days, first, second, third = (int(g) if g else None for g in match.groups())
-    if second is None:  # plain minutes (SLURM reads a bare number as minutes)
-        minutes = first
+    days, *fields = match.groups()
+    values = [int(f) for f in fields if f is not None]
+    if days is not None:
+        hours, minutes, seconds = (values + [0, 0])[:3]
     else:
-        seconds = third or 0
-        minutes = first * 60 + second + (1 if seconds else 0)
-    return (days or 0) * 24 * 60 + minutes
+        hours, minutes, seconds = {1: [0, values[0], 0], 2: [0, *values], 3: values}[len(values)]
+    total = ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    return -(-total // 60)
 
 
 class SlurmExecutor(DependencyScheduler):
