@@ -189,3 +189,54 @@ def test_fail_fast_stops_at_the_first_failure(monkeypatch, capsys, tmp_path, sca
     assert "ran 0, cached 0, failed 1, not run 3 (--fail-fast)" in err
     assert not (out / "artifacts" / "generate" / "cutpaste@patch").exists()
     assert run_status(out).counts() == {"done": 0, "running": 0, "failed": 1, "pending": 3}
+
+
+class InProcessBackend:
+    """A backend for `DependencyScheduler` that runs jobs in this process and finishes them in
+    submission order, or in reverse order (as a cluster may): every dependency must still hold."""
+
+    def __init__(self, reverse: bool) -> None:
+        self.reverse = reverse
+        self.finished_order: list[str] = []
+
+    def make(self):
+        from acbench.engine.executors import DependencyScheduler
+        from acbench.engine.worker import run_job
+
+        backend = self
+
+        class Scheduler(DependencyScheduler):
+            def open(self, protocol, store):
+                self.args = (protocol.model_dump_json(), str(store.root))
+                self.pending = []
+
+            def submit(self, job):
+                self.pending.append(job)
+                return job.id
+
+            def wait(self, handles):
+                return [handles[-1] if backend.reverse else handles[0]]
+
+            def outcome(self, handle, job):
+                for dep in job.deps:
+                    assert dep in backend.finished_order, f"{job.id} ran before {dep}"
+                backend.finished_order.append(job.id)
+                return run_job(*self.args, job, "cpu")
+
+        return Scheduler()
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+def test_dependency_scheduler_blocks_dependents_of_failed_jobs(monkeypatch, tmp_path, scar_fails, fail_fast):
+    backend = InProcessBackend(reverse=not fail_fast)
+    monkeypatch.setattr("acbench.engine.runner.make_executor", lambda protocol, device: backend.make())
+    result = run_study(load_protocol(write_protocol(tmp_path, methods=TWO_METHODS)), out=tmp_path / "run",
+                       fail_fast=fail_fast, report=False)
+    assert list(result.failed) == ["generate/cutpaste@scar/brick/0", "quality/cutpaste@scar/brick/0"]
+    assert result.blocked == {"quality/cutpaste@scar/brick/0": "generate/cutpaste@scar/brick/0"}
+    if fail_fast:  # both generate jobs were submitted; the scar one fails first; nothing is submitted after
+        assert result.ran == ["generate/cutpaste@patch/brick/0"]
+        assert result.not_run == ["quality/cutpaste@patch/brick/0"]
+    else:
+        assert sorted(result.ran) == ["generate/cutpaste@patch/brick/0", "quality/cutpaste@patch/brick/0"]
+    assert result.exit_code == 1
