@@ -55,15 +55,17 @@ def run_measured(cmd: list[str], timeout: float, env: dict[str, str] | None = No
 
 
 def parse_json_output(text: str) -> dict | None:
-    """The JSON object a benchmark printed (the whole output, or its last line that parses)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        for line in reversed(text.strip().splitlines()):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
+    """The last JSON object a benchmark printed (indented or not, after any other output)."""
+    decoder = json.JSONDecoder()
+    starts = [i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith("{")]
+    offsets = [sum(len(ln) for ln in text.splitlines(keepends=True)[:i]) for i in starts]
+    for offset in reversed(offsets):
+        try:
+            value, _ = decoder.raw_decode(text[offset:])
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
     return None
 
 
@@ -124,13 +126,16 @@ def main() -> None:
     parser.add_argument("--no-demo", action="store_true", help="skip the demo study")
     args = parser.parse_args()
 
-    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "benchmarks": {}}
+    # machine() imports torch: only after every measured run, since a child's peak RSS (wait4) counts
+    # the memory of the parent it was forked from
+    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "benchmarks": {}}
     for script in benchmark_scripts(args.skip):
         print(f"running {script.name} ...", file=sys.stderr, flush=True)
         report["benchmarks"][script.stem] = run_script(script, shlex.split(args.script_args), args.timeout)
     if not args.no_demo:
         print("running the demo study ...", file=sys.stderr, flush=True)
         report["demo_study"] = demo_study(args.timeout)
+    report["machine"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
