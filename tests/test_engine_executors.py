@@ -72,3 +72,20 @@ def test_slurm_time_formats():
     assert timeout_minutes("1-00:30") == 24 * 60 + 30  # D-H:M
     with pytest.raises(UserError, match="executor.time"):
         timeout_minutes("four hours")
+
+
+def test_slurm_without_slurm_is_one_line(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("submitit")
+    protocol = write_protocol(tmp_path, executor={"kind": "slurm", "partition": "gpu"})
+    assert run_cli(monkeypatch, "run", protocol, "--out", tmp_path / "run", "--quiet") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "srun" in lines[0] and "cluster: local" in lines[0]
+
+
+def test_unreachable_ray_cluster_is_one_line(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    protocol = write_protocol(tmp_path, executor={"kind": "ray", "address": "auto"})
+    assert run_cli(monkeypatch, "run", protocol, "--out", tmp_path / "run", "--quiet") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "executor.address" in lines[0] and "ray start --head" in lines[0]

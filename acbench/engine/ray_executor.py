@@ -39,8 +39,13 @@ class RayExecutor(DependencyScheduler):
     def open(self, protocol: Protocol, store: RunStore) -> None:
         ray = self.ray
         if not ray.is_initialized():  # a caller (a notebook, a test) may have started Ray already
-            ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+            try:
+                ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except ConnectionError as exc:
+                raise UserError(f"executor.address: cannot reach a Ray cluster at '{self.config.address}' "
+                                f"({str(exc).splitlines()[0]}); start one with `ray start --head` or remove "
+                                "the address to start Ray on this machine") from None
             self.started_here = True
         # Failed jobs are recorded by run_job itself; Ray must not silently re-run them.
         self.task = ray.remote(run_job).options(num_cpus=self.config.cpus_per_job,

@@ -61,9 +61,13 @@ class SlurmExecutor(DependencyScheduler):
     def open(self, protocol: Protocol, store: RunStore) -> None:
         cfg = self.config
         options = dict(cfg.options)
-        cluster = options.pop("cluster", None)
+        cluster = options.pop("cluster", "slurm")  # never a silent fall-back to this machine
         self.poll_seconds = float(options.pop("poll_seconds", self.poll_seconds))
-        self.executor = self.submitit.AutoExecutor(folder=store.logs / "submitit" / "%j", cluster=cluster)
+        try:
+            self.executor = self.submitit.AutoExecutor(folder=store.logs / "submitit" / "%j", cluster=cluster)
+        except RuntimeError as exc:  # no srun/sbatch here
+            raise UserError(f"executor.kind 'slurm': {str(exc).splitlines()[0]} (run on a SLURM login node, "
+                            "or set executor.options.cluster: local to run the jobs on this machine)") from None
         params: dict[str, Any] = {"name": f"acbench-{protocol.name}", "timeout_min": timeout_minutes(cfg.time),
                                   "gpus_per_node": int(cfg.gpus_per_job), "cpus_per_task": int(cfg.cpus_per_job)}
         if cfg.partition:
