@@ -39,6 +39,8 @@ def metric_pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 def correlations(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (quality, downstream) pair with enough points from at least two methods."""
+    if frame.empty:
+        return pd.DataFrame()
     cells = cell_means(frame)
     out = []
     for quality, downstream in metric_pairs(frame) if not cells.empty else []:

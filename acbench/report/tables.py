@@ -85,7 +85,7 @@ def _ordered(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(values.tolist()))
 
 
-def _one_table(part: pd.DataFrame, metric: str, detector: str, random: set[str]) -> MetricTable:
+def _one_table(part: pd.DataFrame, metric: str, detector: str) -> MetricTable:
     per_seed = part.groupby(["category", "label", "seed"], sort=False)["value"].mean().reset_index()
     cats = sorted(per_seed["category"].unique())
     labels = _ordered(part["label"])
@@ -102,7 +102,7 @@ def _one_table(part: pd.DataFrame, metric: str, detector: str, random: set[str])
         mean=frame_of(grouped.mean(), seed_means.mean()),
         std=frame_of(grouped.std(ddof=1), seed_means.std(ddof=1)),
         count=frame_of(grouped.count(), seed_means.count()),
-        random={lb for lb in labels if lb in random},
+        random=random_labels(part),  # only the rows of this table: a random detector taints its own tables
     )
 
 
@@ -111,8 +111,7 @@ def build_tables(frame: pd.DataFrame) -> list[MetricTable]:
     rows = category_rows(frame)
     if rows.empty:
         return []
-    random = random_labels(frame)
-    tables = [_one_table(part, str(metric), str(detector), random)
+    tables = [_one_table(part, str(metric), str(detector))
               for (detector, metric), part in rows.groupby(["detector", "metric"], sort=True)]
     return sorted(tables, key=lambda t: (t.detector != "", t.detector, _metric_order(t.metric)))
 
