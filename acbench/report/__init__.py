@@ -15,6 +15,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from acbench.data.io import atomic_write_text
@@ -170,9 +171,13 @@ def _scatter_pairs(run: Run) -> list[tuple[str, str]]:
 def _figure_blocks(tables: list[MetricTable], run: Run, out: Path) -> list[doc.Block]:
     blocks = []
     for table in tables:
-        if table.mean.shape[1] > 1 or table.count.to_numpy(dtype=float).max(initial=0) > 1:
+        values = table.mean.to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size and values.max() > values.min():  # a chart of equal bars says nothing
             png = grouped_bars(table, out / "figures" / f"bars_{table.key}")
-            blocks.append(doc.figure(png, f"{table.title}: per category, error bars = std over seeds"))
+            seeds = table.count.to_numpy(dtype=float).max() > 1
+            blocks.append(doc.figure(png, f"{table.title}: per category"
+                                     + (", error bars = std over seeds" if seeds else " (one seed)")))
     random = bool(run.random_parts)
     for quality, downstream, stats in _scatter_pairs(run):
         title = (f"Spearman ρ {stats['spearman_rho']:+.2f}, Kendall τ {stats['kendall_tau']:+.2f} "
@@ -189,10 +194,11 @@ def _figure_blocks(tables: list[MetricTable], run: Run, out: Path) -> list[doc.B
 def _sample_blocks(run: Run, out: Path, per_type: int) -> list[doc.Block]:
     from acbench.report.manifest import dataset_root_of
 
-    grids = all_sample_grids(run.root, out / "samples", per_type, dataset_root_of(run))
+    order = [f"{m['name']}/{m['variant']}" if m.get("variant") else m["name"] for m in run.methods_config]
+    grids = all_sample_grids(run.root, out / "samples", per_type, dataset_root_of(run), order)
     if not grids:
         return []
     blocks = [doc.heading("Samples"),
               doc.text("Per category and defect type: one row per method, each sample as normal | generated | "
                        "mask overlay; methods share source images where their sets allow.")]
-    return blocks + [doc.figure(path, f"{category} — {atype}") for category, atype, path in grids]
+    return blocks + [doc.figure(path, f"{category} — {atype}", wide=True) for category, atype, path in grids]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,8 @@ def grid(value: Grid, level: int = 3) -> Block:
     return Block("grid", grid=value, level=level)
 
 
-def figure(path: Path, caption: str) -> Block:
-    return Block("figure", caption, path=path)
+def figure(path: Path, caption: str, wide: bool = False) -> Block:
+    return Block("figure", caption, path=path, level=1 if wide else 2)
 
 
 def facts(items: list[tuple[str, str]]) -> Block:
@@ -89,7 +90,10 @@ td b{color:#1a365d}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;font-size:13px;background:#fff;padding:12px 16px;
 border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 dt{font-weight:600;color:#4a5568}dd{margin:0;word-break:break-word}
-figure{margin:10px 0 22px;background:#fff;padding:10px;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.06);display:inline-block;max-width:100%}
+.tbl{display:inline-block;vertical-align:top;margin:0 28px 8px 0;max-width:100%}
+figure{margin:10px 14px 18px 0;background:#fff;padding:10px;border-radius:6px;box-shadow:0 1px 2px rgba(0,0,0,.06);
+display:inline-block;vertical-align:top;box-sizing:border-box}
+figure.half{max-width:calc(50% - 26px)}figure.wide{max-width:100%}
 figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:#4a5568;margin-top:4px}
 nav{font-size:13px;margin:8px 0 0}nav a{margin-right:14px;color:#2b6cb0;text-decoration:none}
@@ -97,9 +101,19 @@ p{font-size:14px;line-height:1.5}
 """
 
 
+INLINE_PNG_LIMIT = 300_000  # larger images (photo grids) are inlined as JPEG to keep the page light
+
+
 def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+    raw, kind = path.read_bytes(), "png"
+    if len(raw) > INLINE_PNG_LIMIT:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").save(buffer, "JPEG", quality=88)
+        raw, kind = buffer.getvalue(), "jpeg"
+    data = base64.b64encode(raw).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/{kind};base64,{data}">'
 
 
 def _anchor(value: str) -> str:
@@ -120,9 +134,10 @@ def to_page(blocks: list[Block], title: str) -> str:
             small = f"<small>{html.escape(rest)}</small>" if rest else ""
             body.append(f'<div class="banner">⚠ {html.escape(head)}{small}</div>')
         elif b.kind == "grid":
-            body.append(to_html(b.grid, b.level))
+            body.append(f'<div class="tbl">{to_html(b.grid, b.level)}</div>')
         elif b.kind == "figure":
-            body.append(f"<figure>{_img(b.path)}<figcaption>{html.escape(b.text)}</figcaption></figure>")
+            size = "wide" if b.level == 1 else "half"
+            body.append(f'<figure class="{size}">{_img(b.path)}<figcaption>{html.escape(b.text)}</figcaption></figure>')
         elif b.kind == "facts":
             items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in b.facts)
             body.append(f"<dl>{items}</dl>")

@@ -16,14 +16,14 @@ from acbench.report.correlation import cell_means
 from acbench.report.load import DOWNSTREAM_SCOPES, RANDOM_NOTE_SHORT, display_name
 from acbench.report.tables import MEAN_ROW, MetricTable, category_rows
 
-plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "font.size": 9, "axes.spines.top": False,
+plt.rcParams.update({"figure.dpi": 150, "savefig.dpi": 150, "font.size": 9, "axes.spines.top": False,
                      "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "axes.axisbelow": True})
 
 
-def save(fig: plt.Figure, stem: Path) -> Path:
+def save(fig: plt.Figure, stem: Path, dpi: float | None = None) -> Path:
     """Write stem.png and stem.pdf; return the PNG path."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), bbox_inches="tight")
+    fig.savefig(stem.with_suffix(".png"), bbox_inches="tight", dpi=dpi or "figure")
     fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight")
     plt.close(fig)
     return stem.with_suffix(".png")
@@ -42,12 +42,15 @@ def grouped_bars(table: MetricTable, stem: Path) -> Path:
     x = np.arange(len(rows))
     for i, label in enumerate(labels):
         values = table.mean[label].to_numpy(dtype=float) * table.scale
-        errors = np.nan_to_num(table.std[label].to_numpy(dtype=float) * table.scale)
-        ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width, yerr=errors, capsize=2,
+        several_seeds = table.count[label].to_numpy(dtype=float) > 1
+        errors = np.where(several_seeds, np.nan_to_num(table.std[label].to_numpy(dtype=float)), 0) * table.scale
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width,
+               yerr=errors if several_seeds.any() else None, capsize=2,
                label=label + (" †" if label in table.random else ""), error_kw={"elinewidth": 0.8})
     ax.set_xticks(x, rows, rotation=30 if len(rows) > 6 else 0, ha="right" if len(rows) > 6 else "center")
     ax.set_ylabel(table.title)
-    ax.axvline(len(rows) - 1.5, color="0.6", lw=0.8, ls=":") if MEAN_ROW in rows and len(rows) > 1 else None
+    if MEAN_ROW in rows and len(rows) > 1:  # the mean is not a category: set it apart
+        ax.axvline(len(rows) - 1.5, color="0.6", lw=0.8, ls=":")
     ax.legend(fontsize=7, ncols=min(len(labels), 4), loc="upper center", bbox_to_anchor=(0.5, -0.18),
               frameon=False)
     _mark_random(fig, bool(table.random))

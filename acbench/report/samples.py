@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import binary_erosion
 
 from acbench.data.io import load_rgb
 from acbench.errors import UserError
@@ -16,13 +17,17 @@ from acbench.report.figures import plt, save
 from acbench.synthesis import SyntheticRecord, SyntheticSet
 
 log = logging.getLogger(__name__)
-OVERLAY_COLOUR = np.array([255, 0, 0], np.float32)
+CONTOUR_COLOUR = np.array([255, 230, 0], np.uint8)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(image: np.ndarray, mask: np.ndarray, dim: float = 0.35) -> np.ndarray:
+    """The image dimmed outside the mask, with the mask outline in yellow: readable on any texture
+    colour (a red tint vanishes on brick, a green one on grass)."""
     out = image.astype(np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * OVERLAY_COLOUR
-    return out.astype(np.uint8)
+    out[~mask] *= dim
+    out = out.astype(np.uint8)
+    out[mask & ~binary_erosion(mask)] = CONTOUR_COLOUR
+    return out
 
 
 def _seed_order(index: Path) -> tuple[str, str, int]:
@@ -74,6 +79,7 @@ def sample_grid(category: str, anomaly_type: str, sets: dict[str, SyntheticSet],
     if not chosen:
         return None
     cols = 3 * max(len(v) for v in chosen.values())
+    tile_px = next(iter(chosen.values()))[0].load()[0].shape[0]
     fig, axes = plt.subplots(len(chosen), cols, figsize=(1.15 * cols, 1.25 * len(chosen)), squeeze=False)
     for row, (method, records) in enumerate(chosen.items()):
         for i, record in enumerate(records):
@@ -82,7 +88,7 @@ def sample_grid(category: str, anomaly_type: str, sets: dict[str, SyntheticSet],
             for j, tile in enumerate(tiles):
                 axes[row, 3 * i + j].imshow(tile)
                 if row == 0:
-                    axes[row, 3 * i + j].set_title(("normal", "generated", "mask")[j], fontsize=7)
+                    axes[row, 3 * i + j].set_title(("normal", "generated", "mask overlay")[j], fontsize=7)
         axes[row, 0].set_ylabel(method, fontsize=7, rotation=0, ha="right", va="center")
     for ax in axes.flat:
         ax.set_xticks([])
@@ -92,12 +98,16 @@ def sample_grid(category: str, anomaly_type: str, sets: dict[str, SyntheticSet],
             spine.set_visible(False)
     fig.suptitle(f"{category} — {anomaly_type}", fontsize=9)
     fig.subplots_adjust(wspace=0.04, hspace=0.08)
-    return save(fig, stem)
+    return save(fig, stem, dpi=max(100.0, tile_px / 1.1))  # about one screen pixel per image pixel
 
 
-def all_sample_grids(run_dir: Path, out: Path, k: int, dataset_root: Path | None) -> list[tuple[str, str, Path]]:
+def all_sample_grids(run_dir: Path, out: Path, k: int, dataset_root: Path | None,
+                     order: list[str] | None = None) -> list[tuple[str, str, Path]]:
+    """One grid per category x defect type; method rows in `order` (the protocol's), others after."""
     grids = []
-    for category, sets in sorted(synthetic_sets(run_dir).items()):
+    rank = {label: i for i, label in enumerate(order or [])}
+    for category, unordered in sorted(synthetic_sets(run_dir).items()):
+        sets = dict(sorted(unordered.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
         types = sorted({t for s in sets.values() for t in s.anomaly_types})
         for anomaly_type in types:
             path = sample_grid(category, anomaly_type, sets, k, dataset_root, out / f"{category}_{anomaly_type}")

@@ -56,6 +56,8 @@ class MetricTable:
             return 1
         finite = np.abs(self.mean.to_numpy(dtype=float))
         finite = finite[np.isfinite(finite)]
+        if finite.size and np.all(finite == np.round(finite)):  # counts
+            return 0
         top = float(finite.max()) if finite.size else 0.0
         return 1 if top >= 10 else 2 if top >= 1 else 3
 
@@ -67,7 +69,7 @@ class MetricTable:
         if self.direction is None:
             return {}
         values = {c: self.display(v) for c, v in self.mean.loc[row].items() if not pd.isna(v)}
-        if len(values) < 2:
+        if len(set(values.values())) < 2:  # all tied: highlighting would say nothing
             return {}
         distinct = sorted(set(values.values()), reverse=self.direction)
         rank = {v: i + 1 for i, v in enumerate(distinct[:2])}
