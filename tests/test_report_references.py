@@ -66,8 +66,8 @@ def test_paper_beside_acbench_with_difference(tmp_path):
     ref = load_reference_file(_write(tmp_path, _valid()))
     tables = build_tables(prepare(results_frame()))
     (title, frame), = compare(tables, [(ref, t) for t in ref.tables], "mvtec_ad")
-    assert "Crop&Paste" in title and "crop-paste" in title
-    assert frame.loc["bottle", "Crop&Paste (paper)"] == 70.0
-    assert frame.loc["bottle", "Crop&Paste (acbench)"] == pytest.approx(75.0)  # 0.75 measured, in percent
-    assert frame.loc["mean", "difference"] == pytest.approx(0.5)  # 80.5 - 80.0
+    assert title.startswith("Crop&Paste (paper) vs Crop&Paste (acbench: crop-paste)")
+    assert frame.loc["bottle", "pixel AP (%) (paper)"] == 70.0
+    assert frame.loc["bottle", "pixel AP (%) (acbench)"] == pytest.approx(75.0)  # 0.75 measured, in percent
+    assert frame.loc["mean", "pixel AP (%) Δ"] == pytest.approx(0.5)  # 80.5 - 80.0
     assert compare(tables, [(ref, t) for t in ref.tables], "visa") == []  # other dataset: no comparison

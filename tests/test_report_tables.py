@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from report_helpers import FID, PIXEL_AP, results_frame, write_predictions
 from scipy.stats import kendalltau, spearmanr
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from acbench.report import load
 from acbench.report.ablation import ablation_grid
-from acbench.report.bootstrap import bootstrap_intervals, cell_interval
+from acbench.report.bootstrap import auroc_replicates, average_precision, bootstrap_intervals, cell_interval
 from acbench.report.correlation import correlations
 from acbench.report.formats import latex_escape, metric_grid, to_latex, to_markdown
 from acbench.report.load import prepare
@@ -142,3 +142,15 @@ def test_bootstrap_interval_appears_in_the_table(tmp_path):
 
 def test_fid_values_are_known():
     assert FID["crop-paste"]["bottle"] == 30.0  # the fixture the winner checks rely on
+
+
+def test_fast_auroc_and_ap_equal_scikit_learn():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n_pos, n_neg = rng.integers(1, 15, 2)
+        scores = np.round(rng.random((3, n_pos + n_neg)), 1)  # rounding makes ties
+        labels = np.r_[np.ones(n_pos), np.zeros(n_neg)]
+        expected = [roc_auc_score(labels, row) for row in scores]
+        assert auroc_replicates(scores, int(n_pos)) == pytest.approx(expected, abs=1e-12)
+        for row in scores:
+            assert average_precision(labels, row) == pytest.approx(average_precision_score(labels, row), abs=1e-12)

@@ -23,7 +23,13 @@ from acbench.report import document as doc
 from acbench.report.ablation import ablation_frame, ablation_grid
 from acbench.report.bootstrap import bootstrap_intervals
 from acbench.report.correlation import correlation_display, correlations
-from acbench.report.figures import ablation_chart, grouped_bars, quality_utility_scatter, synthetic_share_plot
+from acbench.report.figures import (
+    ablation_chart,
+    grouped_bars,
+    method_colours,
+    quality_utility_scatter,
+    synthetic_share_plot,
+)
 from acbench.report.formats import Grid, metric_grid, to_latex, to_markdown
 from acbench.report.load import RANDOM_NOTE_SHORT, Run, load_run
 from acbench.report.manifest import manifest_facts, weights_grid
@@ -122,7 +128,7 @@ def _ablation_blocks(tables: list[MetricTable], run: Run, out: Path, formats: li
     frame = ablation_frame(grid)
     atomic_write_text(out / "tables" / "ablation.csv", frame.to_csv(index=False))
     chart = ablation_chart(frame, out / "figures" / "ablation")
-    return [doc.heading("Ablation"), doc.grid(grid), doc.figure(chart, "ablation: mean over categories")]
+    return [doc.heading("Ablation"), doc.grid(grid), doc.figure(chart, "ablation: mean over categories", wide=True)]
 
 
 def _reference_blocks(tables: list[MetricTable], run: Run, references_dir: str | Path | None) -> list[doc.Block]:
@@ -170,11 +176,12 @@ def _scatter_pairs(run: Run) -> list[tuple[str, str]]:
 
 def _figure_blocks(tables: list[MetricTable], run: Run, out: Path) -> list[doc.Block]:
     blocks = []
+    colours = method_colours(list(dict.fromkeys(run.frame["label"]))) if not run.frame.empty else {}
     for table in tables:
         values = table.mean.to_numpy(dtype=float)
         values = values[np.isfinite(values)]
         if values.size and values.max() > values.min():  # a chart of equal bars says nothing
-            png = grouped_bars(table, out / "figures" / f"bars_{table.key}")
+            png = grouped_bars(table, out / "figures" / f"bars_{table.key}", colours)
             seeds = table.count.to_numpy(dtype=float).max() > 1
             blocks.append(doc.figure(png, f"{table.title}: per category"
                                      + (", error bars = std over seeds" if seeds else " (one seed)")))
@@ -183,11 +190,12 @@ def _figure_blocks(tables: list[MetricTable], run: Run, out: Path) -> list[doc.B
         title = (f"Spearman ρ {stats['spearman_rho']:+.2f}, Kendall τ {stats['kendall_tau']:+.2f} "
                  f"({int(stats['points'])} method × category points)")
         png = quality_utility_scatter(run.frame, quality, downstream, title,
-                                      out / "figures" / f"scatter_{quality}", random)
+                                      out / "figures" / f"scatter_{quality}", random, colours)
         blocks.append(doc.figure(png, f"{quality} vs {downstream}, one point per method × category"))
-    share = synthetic_share_plot(run.frame, out / "figures" / "synthetic_share")
+    share = synthetic_share_plot(run.frame, out / "figures" / "synthetic_share", colours)
     if share is not None:
-        blocks.append(doc.figure(share, "detection metrics against the synthetic share"))
+        blocks.append(doc.figure(share, "detection metrics (mean over categories and seeds) against the share of "
+                                        "synthetic anomalies in training batches", wide=True))
     return ([doc.heading("Figures")] + blocks) if blocks else []
 
 

@@ -44,6 +44,8 @@ def correlations(frame: pd.DataFrame) -> pd.DataFrame:
     cells = cell_means(frame)
     out = []
     for quality, downstream in metric_pairs(frame) if not cells.empty else []:
+        if quality not in cells.columns or downstream not in cells.columns:  # e.g. only the no-synthesis row
+            continue
         both = cells[[quality, downstream]].dropna()
         methods = both.index.get_level_values("label").nunique()
         if len(both) < MIN_POINTS or methods < 2 or both.nunique().min() < 2:

@@ -82,7 +82,9 @@ h3{font-size:15px;margin:22px 0 6px;color:#2d3748}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;background:#fff;font-size:13px;margin:4px 0;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 th,td{padding:4px 10px;border-bottom:1px solid #edf2f7;text-align:right;white-space:nowrap}
-thead th{border-bottom:2px solid #4a5568;background:#f1f5f9;text-align:center}
+thead th{border-bottom:2px solid #4a5568;background:#f1f5f9;text-align:center;white-space:normal;max-width:11em;
+vertical-align:bottom}
+td.t{text-align:left}
 tbody th{text-align:left;font-weight:600}
 tr.mean{border-top:2px solid #4a5568;background:#f8fafc}
 td b{color:#1a365d}

@@ -20,6 +20,12 @@ plt.rcParams.update({"figure.dpi": 150, "savefig.dpi": 150, "font.size": 9, "axe
                      "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "axes.axisbelow": True})
 
 
+def method_colours(labels: list[str]) -> dict[str, tuple]:
+    """One fixed colour per method label, in protocol order, shared by every figure of a report."""
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
 def save(fig: plt.Figure, stem: Path, dpi: float | None = None) -> Path:
     """Write stem.png and stem.pdf; return the PNG path."""
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -34,7 +40,7 @@ def _mark_random(fig: plt.Figure, random: bool) -> None:
         fig.text(0.5, 1.0, RANDOM_NOTE_SHORT, color="#c00000", ha="center", va="bottom", weight="bold")
 
 
-def grouped_bars(table: MetricTable, stem: Path) -> Path:
+def grouped_bars(table: MetricTable, stem: Path, colours: dict[str, tuple] | None = None) -> Path:
     """Categories (and the mean) on the x axis, one bar per method, std over seeds as error bars."""
     labels, rows = list(table.mean.columns), list(table.mean.index)
     width = 0.8 / max(len(labels), 1)
@@ -46,9 +52,11 @@ def grouped_bars(table: MetricTable, stem: Path) -> Path:
         errors = np.where(several_seeds, np.nan_to_num(table.std[label].to_numpy(dtype=float)), 0) * table.scale
         ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width,
                yerr=errors if several_seeds.any() else None, capsize=2,
-               label=label + (" †" if label in table.random else ""), error_kw={"elinewidth": 0.8})
+               label=label + (" †" if label in table.random else ""), error_kw={"elinewidth": 0.8},
+               color=(colours or {}).get(label))
     ax.set_xticks(x, rows, rotation=30 if len(rows) > 6 else 0, ha="right" if len(rows) > 6 else "center")
-    ax.set_ylabel(table.title)
+    ax.set_title(table.title, fontsize=9)
+    ax.set_ylabel(display_name(table.metric) + (" (%)" if table.percent else ""))
     if MEAN_ROW in rows and len(rows) > 1:  # the mean is not a category: set it apart
         ax.axvline(len(rows) - 1.5, color="0.6", lw=0.8, ls=":")
     ax.legend(fontsize=7, ncols=min(len(labels), 4), loc="upper center", bbox_to_anchor=(0.5, -0.18),
@@ -81,21 +89,25 @@ def ablation_chart(frame: pd.DataFrame, stem: Path) -> Path:
 
 
 def quality_utility_scatter(frame: pd.DataFrame, quality: str, downstream: str, stats: str, stem: Path,
-                            random: bool = False) -> Path:
+                            random: bool = False, colours: dict[str, tuple] | None = None) -> Path:
     """One point per method x category; colour = method; rank correlations in the title."""
     cells = cell_means(frame)[[quality, downstream]].dropna()
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    for label, part in cells.groupby(level="label", sort=False):
-        ax.scatter(part[quality], part[downstream], label=label, s=22)
+    order = list(colours or {})
+    groups = sorted(cells.groupby(level="label", sort=False), key=lambda g: order.index(g[0]) if g[0] in order
+                    else len(order))
+    for label, part in groups:
+        ax.scatter(part[quality], part[downstream], label=label, s=22, color=(colours or {}).get(label))
+    metric, _, detector = downstream.partition(" (")
     ax.set_xlabel(display_name(quality))
-    ax.set_ylabel(downstream)
+    ax.set_ylabel(f"{display_name(metric)} — {detector.rstrip(')')}" if detector else display_name(metric))
     ax.set_title(stats, fontsize=8)
     ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     _mark_random(fig, random)
     return save(fig, stem)
 
 
-def synthetic_share_plot(frame: pd.DataFrame, stem: Path) -> Path | None:
+def synthetic_share_plot(frame: pd.DataFrame, stem: Path, colours: dict[str, tuple] | None = None) -> Path | None:
     """Detection metrics (mean over categories and seeds) against the detectors' synthetic share."""
     if frame.empty or "synthetic_ratio" not in frame.columns:
         return None
@@ -114,13 +126,14 @@ def synthetic_share_plot(frame: pd.DataFrame, stem: Path) -> Path | None:
         part = rows[(rows["detector_name"] == det) & (rows["metric"] == metric)]
         curve = part.groupby(["label", "synthetic_ratio"])["value"].mean().reset_index()
         for label, line in curve.groupby("label", sort=False):
-            ax.plot(line["synthetic_ratio"], line["value"], marker="o", ms=3, label=label)
+            ax.plot(line["synthetic_ratio"], line["value"], marker="o", ms=3, label=label,
+                    color=(colours or {}).get(label))
         ax.set_title(f"{display_name(metric)} — {det}", fontsize=8)
         ax.set_xlabel("synthetic share of anomalous samples")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, frameon=False, loc="lower center", ncols=min(len(labels), 5),
-               bbox_to_anchor=(0.5, -0.06))
     fig.tight_layout()
+    fig.legend(handles, labels, fontsize=7, frameon=False, loc="upper center", ncols=min(len(labels), 5),
+               bbox_to_anchor=(0.5, 0.0))
     return save(fig, stem)

@@ -7,6 +7,7 @@ cells with a rank (1 = best, bold; 2 = second, underlined), so the three formats
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -129,13 +130,18 @@ def to_latex(grid: Grid) -> str:
 
 
 # -- HTML --------------------------------------------------------------------------------------- #
+_NUMERIC = re.compile(r"^[-+–]?[0-9.]")
+
+
 def _html_cell(cell: Cell, tag: str = "td") -> str:
+    if tag == "td" and not _NUMERIC.match(cell.text) and cell.text not in ("✓", "✗"):
+        tag = 'td class="t"'  # words read left-aligned, numbers right-aligned
     text = html.escape(cell.text)
     if cell.rank == 1:
         text = f"<b>{text}</b>"
     elif cell.rank == 2:
         text = f"<u>{text}</u>"
-    return f"<{tag}>{text}</{tag}>"
+    return f"<{tag}>{text}</{tag.split()[0]}>"
 
 
 def to_html(grid: Grid, level: int = 3) -> str:

@@ -62,13 +62,19 @@ def _weights_summary(run: Run) -> str:
 
 
 def weights_grid(run: Run) -> Grid | None:
-    """Per method x detector: the weights of its networks as recorded in the result rows."""
+    """Method rows x (quality metrics, each detector, the generator) columns: the weights recorded."""
     table = weights_used(run.frame)
     if table.empty:
         return None
-    header = ["method", "detector / stage"] + [c for c in table.columns if c not in ("method", "detector")]
-    rows = [[Cell(str(r["method"])), Cell(str(r["detector"]) or "quality metrics")]
-            + [Cell(str(r[c]) or "–") for c in header[2:]] for _, r in table.iterrows()]
+    columns: dict[str, dict[str, str]] = {}
+    for _, r in table.iterrows():
+        if "weights" in table.columns and r["weights"]:
+            columns.setdefault(r["detector"] or "quality metrics", {})[r["method"]] = r["weights"]
+        if "generator_weights" in table.columns and r["generator_weights"]:
+            columns.setdefault("generator", {})[r["method"]] = r["generator_weights"]
+    methods = list(dict.fromkeys(table["method"]))
+    header = ["method", *columns]
+    rows = [[Cell(m)] + [Cell(columns[c].get(m, "–")) for c in columns] for m in methods]
     return Grid("Weights used", header, rows, ["'random': the network was randomly initialised"])
 
 

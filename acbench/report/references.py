@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from acbench.errors import UserError
+from acbench.report.load import display_name
 from acbench.report.tables import MEAN_ROW, MetricTable
 
 REFERENCES_DIR = Path(__file__).resolve().parents[2] / "reports" / "references"
@@ -97,44 +98,47 @@ def _matching_labels(wanted: str, labels: list[str]) -> list[str]:
 
 def compare(tables: list[MetricTable], references: list[tuple[ReferenceFile, ReferenceTable]],
             dataset: str) -> list[tuple[str, pd.DataFrame]]:
-    """(title, frame) per (reference table, column, matched method): paper | acbench | difference."""
+    """(title, frame) per (reference table, paper method, matched acbench label): rows = categories,
+    for each comparable column "<metric> (paper)", "<metric> (acbench)" and "<metric> Δ"."""
     by_key = {(t.metric, t.detector): t for t in tables}
     out = []
     for ref, table in references:
         if table.dataset != dataset:
             continue
-        for col_name, column in table.columns.items():
-            measured = by_key.get((column.metric, column.detector))
-            if measured is None:
+        comparable = [(i, col, by_key[(col.metric, col.detector)]) for i, col in enumerate(table.columns.values())
+                      if (col.metric, col.detector) in by_key]
+        for method in table.methods:
+            if not method.acbench or not comparable:
                 continue
-            position = list(table.columns).index(col_name)
-            for method in table.methods:
-                if not method.acbench:
-                    continue
-                for label in _matching_labels(method.acbench, list(measured.mean.columns)):
-                    frame = _side_by_side(method, position, column, measured, label)
-                    if frame is not None:
-                        title = f"{col_name} — {method.name} vs {label} ({table.source})"
-                        out.append((title, frame))
+            labels = {lb for _, _, measured in comparable for lb in measured.mean.columns}
+            for label in _matching_labels(method.acbench, sorted(labels)):
+                frame = _side_by_side(method, comparable, label)
+                if frame is not None:
+                    out.append((f"{method.name} (paper) vs {method.name} (acbench: {label}) — {table.source}",
+                                frame))
     return out
 
 
-def _side_by_side(method: MethodValues, position: int, column: Column, measured: MetricTable,
+def _side_by_side(method: MethodValues, comparable: list[tuple[int, Column, MetricTable]],
                   label: str) -> pd.DataFrame | None:
-    rows = []
-    for category, values in method.values.items():
-        paper = values[position]
-        row = MEAN_ROW if category == "mean" else category
-        if paper is None or row not in measured.mean.index:
-            continue
-        ours = measured.mean.at[row, label]
-        if pd.isna(ours):
-            continue
-        ours = float(ours) * column.scale
-        rows.append({"category": category, f"{method.name} (paper)": paper,
-                     f"{method.name} (acbench)": round(ours, 3), "difference": round(ours - paper, 3)})
-    if not rows:
+    """Paper value, measured value in the paper's units, and their difference, per category and metric."""
+    cells: dict[str, dict[str, float]] = {}
+    for position, column, measured in comparable:
+        name = display_name(column.metric) + (" (%)" if column.scale == 100 else "")
+        for category, values in method.values.items():
+            row = MEAN_ROW if category == "mean" else category
+            paper = values[position]
+            if paper is None or row not in measured.mean.index or label not in measured.mean.columns:
+                continue
+            ours = measured.mean.at[row, label]
+            if pd.isna(ours):
+                continue
+            ours = float(ours) * column.scale
+            cells.setdefault(category, {}).update({f"{name} (paper)": paper, f"{name} (acbench)": round(ours, 3),
+                                                   f"{name} Δ": round(ours - paper, 3)})
+    if not cells:
         return None
-    frame = pd.DataFrame(rows).set_index("category")
+    frame = pd.DataFrame.from_dict(cells, orient="index")
+    frame.index.name = "category"
     order = [c for c in frame.index if c != "mean"] + (["mean"] if "mean" in frame.index else [])
     return frame.loc[order]

@@ -96,8 +96,9 @@ def sample_grid(category: str, anomaly_type: str, sets: dict[str, SyntheticSet],
         ax.grid(False)
         for spine in ax.spines.values():
             spine.set_visible(False)
-    fig.suptitle(f"{category} — {anomaly_type}", fontsize=9)
-    fig.subplots_adjust(wspace=0.04, hspace=0.08)
+    height = 1.25 * len(chosen)
+    fig.suptitle(f"{category} — {anomaly_type}", fontsize=9, y=1 - 0.08 / height)
+    fig.subplots_adjust(wspace=0.04, hspace=0.08, top=1 - 0.5 / height)
     return save(fig, stem, dpi=max(100.0, tile_px / 1.1))  # about one screen pixel per image pixel
 
 
