@@ -154,3 +154,14 @@ def test_fast_auroc_and_ap_equal_scikit_learn():
         assert auroc_replicates(scores, int(n_pos)) == pytest.approx(expected, abs=1e-12)
         for row in scores:
             assert average_precision(labels, row) == pytest.approx(average_precision_score(labels, row), abs=1e-12)
+
+
+def test_rows_selected_on_the_test_set_get_their_own_marked_table():
+    frame = results_frame()
+    optimistic = frame[frame["metric"] == "pixel_ap"].assign(value=0.99, selection="test")
+    frame = pd.concat([frame.assign(selection="last"), optimistic], ignore_index=True)
+    tables = [t for t in build_tables(prepare(frame)) if t.metric == "pixel_ap"]
+    assert len(tables) == 2
+    last, test = sorted(tables, key=lambda t: t.split["selection"])
+    assert last.mean.at["bottle", "perlin"] == pytest.approx(0.55)  # never averaged with the optimistic rows
+    assert "optimistic" in test.title and "optimistic" not in last.title

@@ -16,25 +16,34 @@ from acbench.report.tables import category_rows
 MIN_POINTS = 4
 
 
-def cell_means(frame: pd.DataFrame) -> pd.DataFrame:
-    """(label, category) x metric-column, seed-averaged, without the no-synthesis reference."""
+def _comparable_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Category rows of synthesis methods, without test-set-selected (optimistic) detector rows, each
+    with its column name: metric[variant] (detector)."""
     rows = category_rows(frame)
     rows = rows[rows["method"] != NO_METHOD]
+    if "selection" in rows.columns:
+        rows = rows[rows["selection"].astype(str) != "test"]
+    variant = rows["variant_of_metric"].fillna("").astype(str) if "variant_of_metric" in rows.columns \
+        else pd.Series("", index=rows.index)
+    names = [f"{m}[{v}]" if v and v != "nan" else m for m, v in zip(rows["metric"], variant, strict=True)]
+    column = [f"{n} ({d})" if d else n for n, d in zip(names, rows["detector"], strict=True)]
+    return rows.assign(column=column)
+
+
+def cell_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """(label, category) x metric-column, seed-averaged, without the no-synthesis reference."""
+    rows = _comparable_rows(frame)
     if rows.empty:
         return pd.DataFrame()
-    rows = rows.assign(column=[f"{m} ({d})" if d else m for m, d in zip(rows["metric"], rows["detector"],
-                                                                         strict=True)])
     return rows.pivot_table(index=["label", "category"], columns="column", values="value", aggfunc="mean")
 
 
 def metric_pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """(quality column, downstream column) pairs present in the results."""
-    rows = category_rows(frame)
-    quality = sorted({m for m, s in zip(rows["metric"], rows["scope"], strict=True)
-                      if s == "quality" and metric_direction(m) is not None})
-    downstream = sorted({f"{m} ({d})" for m, s, d in zip(rows["metric"], rows["scope"], rows["detector"],
-                                                          strict=True) if s in DOWNSTREAM_SCOPES and d})
-    return [(q, d) for q in quality for d in downstream]
+    rows = _comparable_rows(frame)
+    quality = rows[(rows["scope"] == "quality") & rows["metric"].map(lambda m: metric_direction(m) is not None)]
+    downstream = rows[rows["scope"].isin(DOWNSTREAM_SCOPES) & (rows["detector"] != "")]
+    return [(q, d) for q in sorted(set(quality["column"])) for d in sorted(set(downstream["column"]))]
 
 
 def correlations(frame: pd.DataFrame) -> pd.DataFrame:
@@ -52,8 +61,10 @@ def correlations(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         rho, p_rho = spearmanr(both[quality], both[downstream])
         tau, p_tau = kendalltau(both[quality], both[downstream])
-        sign = -1.0 if metric_direction(quality) is False else 1.0  # lower-is-better quality: flip sign
-        out.append({"quality": display_name(quality), "downstream": downstream, "points": len(both),
+        base = quality.split("[")[0]
+        sign = -1.0 if metric_direction(base) is False else 1.0  # lower-is-better quality: flip sign
+        shown = display_name(base) + (quality[len(base):] if quality != base else "")
+        out.append({"quality": shown, "downstream": downstream, "points": len(both),
                     "methods": methods, "spearman_rho": sign * rho, "spearman_p": p_rho,
                     "kendall_tau": sign * tau, "kendall_p": p_tau})
     return pd.DataFrame(out)

@@ -61,7 +61,7 @@ def metric_grid(table: MetricTable) -> Grid:
         notes.append("mean ± std over seeds")
     if table.ci_low is not None:
         notes.append("[95% bootstrap interval over test images]")
-    if table.direction is not None and len(labels) > 1:
+    if any(cell.rank for row in rows for cell in row):
         notes.append("best in bold, second underlined")
     if table.random:
         notes.append(RANDOM_NOTE)

@@ -100,7 +100,10 @@ def compare(tables: list[MetricTable], references: list[tuple[ReferenceFile, Ref
             dataset: str) -> list[tuple[str, pd.DataFrame]]:
     """(title, frame) per (reference table, paper method, matched acbench label): rows = categories,
     for each comparable column "<metric> (paper)", "<metric> (acbench)" and "<metric> Δ"."""
-    by_key = {(t.metric, t.detector): t for t in tables}
+    by_key: dict[tuple[str, str], MetricTable] = {}
+    for t in tables:  # the plain table of a metric (no metric variant) stands for it
+        if not t.split.get("variant_of_metric"):
+            by_key.setdefault((t.metric, t.detector), t)
     out = []
     for ref, table in references:
         if table.dataset != dataset:

@@ -16,6 +16,8 @@ import pandas as pd
 from acbench.report.load import PERCENT_METRICS, arrow, display_name, metric_direction, random_labels
 
 MEAN_ROW = "mean"
+#: Extra result columns that make rows of the same metric non-comparable: each value gets its own table.
+SPLIT_COLUMNS = ("variant_of_metric", "selection")
 
 
 @dataclass
@@ -29,10 +31,12 @@ class MetricTable:
     ci_low: pd.DataFrame | None = None
     ci_high: pd.DataFrame | None = None
     random: set[str] = field(default_factory=set)  # labels computed with random weights
+    split: dict[str, str] = field(default_factory=dict)  # SPLIT_COLUMNS values of this table
 
     @property
     def key(self) -> str:
         name = f"{self.metric}__{self.detector}" if self.detector else self.metric
+        name += "".join(f"__{v}" for v in self.split.values() if v)
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
     @property
@@ -47,7 +51,12 @@ class MetricTable:
     def title(self) -> str:
         text = display_name(self.metric) + (" (%)" if self.percent else "")
         text += f" {arrow(self.direction)}" if self.direction is not None else ""
-        return f"{text} — {self.detector}" if self.detector else text
+        if self.split.get("variant_of_metric"):
+            text += f" [{self.split['variant_of_metric']}]"
+        text = f"{text} — {self.detector}" if self.detector else text
+        if self.split.get("selection") == "test":
+            text += " (epoch selected on the test set: optimistic)"
+        return text
 
     @property
     def digits(self) -> int:
@@ -109,13 +118,19 @@ def _one_table(part: pd.DataFrame, metric: str, detector: str) -> MetricTable:
 
 
 def build_tables(frame: pd.DataFrame) -> list[MetricTable]:
-    """One table per (metric, detector): quality metrics first, then each detector's metrics."""
+    """One table per (metric, detector, split values): quality metrics first, then each detector's."""
     rows = category_rows(frame)
     if rows.empty:
         return []
-    tables = [_one_table(part, str(metric), str(detector))
-              for (detector, metric), part in rows.groupby(["detector", "metric"], sort=True)]
-    return sorted(tables, key=lambda t: (t.detector != "", t.detector, _metric_order(t.metric)))
+    splits = [c for c in SPLIT_COLUMNS if c in rows.columns]
+    rows = rows.assign(**{c: rows[c].fillna("").astype(str).replace("nan", "") for c in splits})
+    tables = []
+    for keys, part in rows.groupby(["detector", "metric", *splits], sort=True):
+        detector, metric, *values = (str(k) for k in keys)
+        table = _one_table(part, metric, detector)
+        table.split = dict(zip(splits, values, strict=True))
+        tables.append(table)
+    return sorted(tables, key=lambda t: (t.detector != "", t.detector, _metric_order(t.metric), t.key))
 
 
 def _metric_order(metric: str) -> tuple[int, str]:
