@@ -184,7 +184,8 @@ def _figure_blocks(tables: list[MetricTable], run: Run, out: Path) -> list[doc.B
             png = grouped_bars(table, out / "figures" / f"bars_{table.key}", colours)
             seeds = table.count.to_numpy(dtype=float).max() > 1
             blocks.append(doc.figure(png, f"{table.title}: per category"
-                                     + (", error bars = std over seeds" if seeds else " (one seed)")))
+                                     + (", error bars = std over seeds" if seeds else " (one seed)"),
+                                     wide=len(table.mean.index) > 7))
     random = bool(run.random_parts)
     for quality, downstream, stats in _scatter_pairs(run):
         title = (f"Spearman ρ {stats['spearman_rho']:+.2f}, Kendall τ {stats['kendall_tau']:+.2f} "

@@ -104,6 +104,7 @@ p{font-size:14px;line-height:1.5}
 
 
 INLINE_PNG_LIMIT = 300_000  # larger images (photo grids) are inlined as JPEG to keep the page light
+INLINE_MAX_WIDTH = 1400  # px; the files on disk keep their full resolution
 
 
 def _img(path: Path) -> str:
@@ -111,8 +112,12 @@ def _img(path: Path) -> str:
     if len(raw) > INLINE_PNG_LIMIT:
         from PIL import Image
 
+        image = Image.open(path).convert("RGB")
+        if image.width > INLINE_MAX_WIDTH:
+            image = image.resize((INLINE_MAX_WIDTH, round(image.height * INLINE_MAX_WIDTH / image.width)),
+                                 Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
-        Image.open(path).convert("RGB").save(buffer, "JPEG", quality=88)
+        image.save(buffer, "JPEG", quality=82)
         raw, kind = buffer.getvalue(), "jpeg"
     data = base64.b64encode(raw).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/{kind};base64,{data}">'

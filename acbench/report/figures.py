@@ -26,11 +26,12 @@ def method_colours(labels: list[str]) -> dict[str, tuple]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
-def save(fig: plt.Figure, stem: Path, dpi: float | None = None) -> Path:
+def save(fig: plt.Figure, stem: Path, dpi: float | None = None, tight: bool = True) -> Path:
     """Write stem.png and stem.pdf; return the PNG path."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), bbox_inches="tight", dpi=dpi or "figure")
-    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight")
+    bbox = "tight" if tight else None
+    fig.savefig(stem.with_suffix(".png"), bbox_inches=bbox, dpi=dpi or "figure")
+    fig.savefig(stem.with_suffix(".pdf"), bbox_inches=bbox)
     plt.close(fig)
     return stem.with_suffix(".png")
 
@@ -44,7 +45,7 @@ def grouped_bars(table: MetricTable, stem: Path, colours: dict[str, tuple] | Non
     """Categories (and the mean) on the x axis, one bar per method, std over seeds as error bars."""
     labels, rows = list(table.mean.columns), list(table.mean.index)
     width = 0.8 / max(len(labels), 1)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(rows) * max(len(labels), 2) ** 0.5 + 2), 3.2))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(4.0, 0.5 * len(rows) * max(len(labels), 2) ** 0.5 + 2)), 3.2))
     x = np.arange(len(rows))
     for i, label in enumerate(labels):
         values = table.mean[label].to_numpy(dtype=float) * table.scale

@@ -72,34 +72,55 @@ def _normal(record: SyntheticRecord, dataset_root: Path | None, shape: tuple[int
     return np.full(shape, 235, np.uint8)  # unknown source: a light grey tile
 
 
+GAP = 3  # white pixels between tiles; three times that between samples
+DPI = 100  # with figure sizes in pixels / DPI, one image pixel is one PNG pixel
+
+
+def _column_x(column: int, size: int) -> int:
+    return column * (size + GAP) + (column // 3) * 2 * GAP
+
+
+def mosaic(chosen: dict[str, list[SyntheticRecord]], dataset_root: Path | None, size: int) -> np.ndarray:
+    """All tiles in one image: a row per method, (normal, generated, overlay) per sample."""
+    columns = 3 * max(len(v) for v in chosen.values())
+    height = len(chosen) * (size + GAP) - GAP
+    out = np.full((height, _column_x(columns, size) - GAP - 2 * GAP * (columns % 3 == 0), 3), 255, np.uint8)
+    for row, records in enumerate(chosen.values()):
+        y = row * (size + GAP)
+        for i, record in enumerate(records):
+            image, mask = record.load(size)
+            tiles = (_normal(record, dataset_root, image.shape), image, overlay(image, mask))
+            for j, tile in enumerate(tiles):
+                x = _column_x(3 * i + j, size)
+                out[y:y + size, x:x + size] = tile
+    return out
+
+
 def sample_grid(category: str, anomaly_type: str, sets: dict[str, SyntheticSet], k: int,
                 dataset_root: Path | None, stem: Path) -> Path | None:
+    """One figure: the mosaic with method names on the left and column names on top (PNG + PDF)."""
     by_method = {m: s.by_type().get(anomaly_type, []) for m, s in sets.items()}
     chosen = shared_choice({m: r for m, r in by_method.items() if r}, k)
     if not chosen:
         return None
-    cols = 3 * max(len(v) for v in chosen.values())
-    tile_px = next(iter(chosen.values()))[0].load()[0].shape[0]
-    fig, axes = plt.subplots(len(chosen), cols, figsize=(1.15 * cols, 1.25 * len(chosen)), squeeze=False)
-    for row, (method, records) in enumerate(chosen.items()):
-        for i, record in enumerate(records):
-            image, mask = record.load()
-            tiles = (_normal(record, dataset_root, image.shape), image, overlay(image, mask))
-            for j, tile in enumerate(tiles):
-                axes[row, 3 * i + j].imshow(tile)
-                if row == 0:
-                    axes[row, 3 * i + j].set_title(("normal", "generated", "mask overlay")[j], fontsize=7)
-        axes[row, 0].set_ylabel(method, fontsize=7, rotation=0, ha="right", va="center")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-    height = 1.25 * len(chosen)
-    fig.suptitle(f"{category} — {anomaly_type}", fontsize=9, y=1 - 0.08 / height)
-    fig.subplots_adjust(wspace=0.04, hspace=0.08, top=1 - 0.5 / height)
-    return save(fig, stem, dpi=max(100.0, tile_px / 1.1))  # about one screen pixel per image pixel
+    size = next(iter(chosen.values()))[0].load()[0].shape[0]
+    image = mosaic(chosen, dataset_root, size)
+    left, top = 12 + 7 * max(len(m) for m in chosen), 46
+    width, height = image.shape[1] + left + 8, image.shape[0] + top + 4
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((left / width, 4 / height, image.shape[1] / width, image.shape[0] / height))
+    ax.imshow(image, interpolation="none")
+    columns = 3 * max(len(v) for v in chosen.values())
+    ax.set_xticks([_column_x(c, size) + size / 2 for c in range(columns)],
+                  [("normal", "generated", "mask overlay")[c % 3] for c in range(columns)], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks([r * (size + GAP) + size / 2 for r in range(len(chosen))], list(chosen), fontsize=8)
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.text(0.5, 1 - 6 / height, f"{category} — {anomaly_type}", ha="center", va="top", fontsize=10)
+    return save(fig, stem, dpi=DPI, tight=False)
 
 
 def all_sample_grids(run_dir: Path, out: Path, k: int, dataset_root: Path | None,
