@@ -50,3 +50,22 @@ def test_empty_run_still_renders(tmp_path):
     (run / "manifest.json").write_text('{"protocol": {"name": "empty"}}')
     page = render_report(run).read_text()
     assert "No results yet" in page
+
+
+def test_sample_grids_show_methods_on_the_same_normal_images():
+    from pathlib import Path
+
+    from acbench.report.samples import shared_choice
+    from acbench.synthesis import SyntheticRecord
+
+    def rec(method: str, normal: str) -> SyntheticRecord:
+        return SyntheticRecord(Path("i.png"), Path("m.png"), "bottle", "crack", method, 0, normal)
+
+    chosen = shared_choice({
+        "a": [rec("a", "n1"), rec("a", "n2"), rec("a", "n3")],
+        "b": [rec("b", "n9"), rec("b", "n3"), rec("b", "n2")],
+        "c": [rec("c", "n3"), rec("c", "n7")],
+    }, k=2)
+    assert [r.source_normal for r in chosen["a"]] == ["n3", "n2"]  # n3 used by all three, n2 by two
+    assert [r.source_normal for r in chosen["b"]] == ["n3", "n2"]
+    assert [r.source_normal for r in chosen["c"]] == ["n3", "n7"]  # no n2: filled with its own image

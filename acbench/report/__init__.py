@@ -158,19 +158,17 @@ def _correlation_blocks(run: Run, out: Path) -> list[doc.Block]:
     return [doc.heading("Does quality predict utility?"), doc.grid(grid)]
 
 
-def _scatter_pairs(run: Run) -> list[tuple[str, str]]:
-    table = correlations(run.frame)
-    if table.empty:
+def _scatter_pairs(correlation: pd.DataFrame) -> list[pd.Series]:
+    """Up to two correlation rows to plot: IC-LPIPS and IS against pixel AP (or the first downstream)."""
+    if correlation.empty:
         return []
-    downstream = [d for d in table["downstream"].unique() if d.startswith("pixel_ap")] or \
-        list(table["downstream"].unique())
+    downstream = [d for d in correlation["downstream"].unique() if d.startswith("pixel_ap")] or \
+        list(correlation["downstream"].unique())
     chosen = []
-    for quality_name in ("ic_lpips_ad", "ic_lpips", "is"):
-        from acbench.report.load import display_name
-
-        hits = table[(table["quality"] == display_name(quality_name)) & (table["downstream"] == downstream[0])]
+    for quality in ("ic_lpips_ad", "ic_lpips", "is"):
+        hits = correlation[(correlation["quality_column"] == quality) & (correlation["downstream"] == downstream[0])]
         if not hits.empty:
-            chosen.append((quality_name, downstream[0], hits.iloc[0]))
+            chosen.append(hits.iloc[0])
     return chosen[:2]
 
 
@@ -187,12 +185,13 @@ def _figure_blocks(tables: list[MetricTable], run: Run, out: Path) -> list[doc.B
                                      + (", error bars = std over seeds" if seeds else " (one seed)"),
                                      wide=len(table.mean.index) > 7))
     random = bool(run.random_parts)
-    for quality, downstream, stats in _scatter_pairs(run):
+    for stats in _scatter_pairs(correlations(run.frame)):
+        quality, downstream = stats["quality_column"], stats["downstream"]
         title = (f"Spearman ρ {stats['spearman_rho']:+.2f}, Kendall τ {stats['kendall_tau']:+.2f} "
                  f"({int(stats['points'])} method × category points)")
         png = quality_utility_scatter(run.frame, quality, downstream, title,
                                       out / "figures" / f"scatter_{quality}", random, colours)
-        blocks.append(doc.figure(png, f"{quality} vs {downstream}, one point per method × category"))
+        blocks.append(doc.figure(png, f"{stats['quality']} vs {downstream}, one point per method × category"))
     share = synthetic_share_plot(run.frame, out / "figures" / "synthetic_share", colours)
     if share is not None:
         blocks.append(doc.figure(share, "detection metrics (mean over categories and seeds) against the share of "

@@ -64,7 +64,7 @@ def correlations(frame: pd.DataFrame) -> pd.DataFrame:
         base = quality.split("[")[0]
         sign = -1.0 if metric_direction(base) is False else 1.0  # lower-is-better quality: flip sign
         shown = display_name(base) + (quality[len(base):] if quality != base else "")
-        out.append({"quality": shown, "downstream": downstream, "points": len(both),
+        out.append({"quality": shown, "quality_column": quality, "downstream": downstream, "points": len(both),
                     "methods": methods, "spearman_rho": sign * rho, "spearman_p": p_rho,
                     "kendall_tau": sign * tau, "kendall_p": p_tau})
     return pd.DataFrame(out)
