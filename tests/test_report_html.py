@@ -69,3 +69,12 @@ def test_sample_grids_show_methods_on_the_same_normal_images():
     assert [r.source_normal for r in chosen["a"]] == ["n3", "n2"]  # n3 used by all three, n2 by two
     assert [r.source_normal for r in chosen["b"]] == ["n3", "n2"]
     assert [r.source_normal for r in chosen["c"]] == ["n3", "n7"]  # no n2: filled with its own image
+
+
+def test_a_folder_that_is_not_a_run_is_a_user_error(tmp_path):
+    import pytest
+
+    from acbench.errors import UserError
+
+    with pytest.raises(UserError, match="manifest.json missing"):
+        render_report(tmp_path)

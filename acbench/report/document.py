@@ -84,7 +84,8 @@ table{border-collapse:collapse;background:#fff;font-size:13px;margin:4px 0;box-s
 th,td{padding:4px 10px;border-bottom:1px solid #edf2f7;text-align:right;white-space:nowrap}
 thead th{border-bottom:2px solid #4a5568;background:#f1f5f9;text-align:center;white-space:normal;max-width:11em;
 vertical-align:bottom}
-td.t{text-align:left}
+td.t{text-align:left}td.random{color:#c53030;font-weight:700}
+thead th{overflow-wrap:anywhere}
 tbody th{text-align:left;font-weight:600}
 tr.mean{border-top:2px solid #4a5568;background:#f8fafc}
 td b{color:#1a365d}

@@ -134,7 +134,9 @@ _NUMERIC = re.compile(r"^[-+–]?[0-9.]")
 
 
 def _html_cell(cell: Cell, tag: str = "td") -> str:
-    if tag == "td" and not _NUMERIC.match(cell.text) and cell.text not in ("✓", "✗"):
+    if tag == "td" and cell.text == "random":
+        tag = 'td class="t random"'
+    elif tag == "td" and not _NUMERIC.match(cell.text) and cell.text not in ("✓", "✗"):
         tag = 'td class="t"'  # words read left-aligned, numbers right-aligned
     text = html.escape(cell.text)
     if cell.rank == 1:
@@ -145,7 +147,8 @@ def _html_cell(cell: Cell, tag: str = "td") -> str:
 
 
 def to_html(grid: Grid, level: int = 3) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in grid.header)
+    # a break opportunity after '/' lets long method labels (anomalycontrol/no_asea) wrap in the header
+    head = "".join(f"<th>{html.escape(h).replace('/', '/<wbr>')}</th>" for h in grid.header)
     body = []
     for i, row in enumerate(grid.rows):
         cls = ' class="mean"' if grid.rule_before_last and i == len(grid.rows) - 1 else ""
