@@ -6,7 +6,10 @@
     report/figures/        PNG + PDF figures; report/samples/ the sample grids
 
 Works with whatever results exist: every metric in results.csv gets its table, directions come from
-the built-in list or the metric plugin's `higher_is_better`.
+the built-in list or the metric plugin's `higher_is_better`. `acbench report RUN --bootstrap 1000`
+adds 95% intervals of image AUROC/AP from the detectors' predictions.csv; `--formats md,tex,csv`
+chooses the per-table files. Scripts: scripts/screenshot_report.py (headless Chromium),
+scripts/check_latex_tables.py (pdflatex).
 """
 
 from __future__ import annotations
