@@ -148,11 +148,17 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
-    """Re-render the report of a run folder from its results."""
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    bootstrap: Annotated[int, typer.Option(help="resamples for 95% intervals of image metrics (0: none)")] = 0,
+    formats: Annotated[str | None, typer.Option(help="table files, e.g. md,tex,csv (default: protocol's)")]
+    = None,
+) -> None:
+    """Re-render the report of a run folder from its results (HTML, Markdown, LaTeX, CSV, figures)."""
     from acbench.report import render_report
 
-    console.print(f"report: {render_report(run_dir)}")
+    chosen = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
+    console.print(f"report: {render_report(run_dir, formats=chosen, bootstrap=bootstrap)}")
 
 
 @app.command()
