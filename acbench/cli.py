@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -30,8 +30,8 @@ PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
 @app.command()
 def run(
     protocol: Annotated[Path, typer.Argument(help="study protocol YAML")],
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default: the protocol's output)")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: the protocol's output)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
     fail_fast: Annotated[bool, typer.Option(help="stop at the first failing job")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:

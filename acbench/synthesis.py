@@ -95,7 +95,11 @@ class Synthesizer(ABC):
         return []
 
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
-        """Learn from the synthesis split; write everything needed later into `workdir`."""
+        """Learn from the synthesis split; write everything needed later into `workdir`.
+
+        Training-free methods (fit_scope "none") keep this default, which learns nothing.
+        """
+        return None
 
     @abstractmethod
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:

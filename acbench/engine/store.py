@@ -41,7 +41,7 @@ class RunStore:
         """Refuse a second concurrent run on the same folder. The OS releases the lock when the
         holding process dies, so a stale lock from a killed run is taken over automatically."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+        fh = open(self.root / ".lock", "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from acbench_methods.classic.common import pick_normal, to_tensor, to_uint8, torch_seed
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from acbench.data.io import IMAGE_SUFFIXES
 from acbench.errors import UserError
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer
-from acbench_methods.classic.common import pick_normal, to_tensor, to_uint8, torch_seed
 
 
 class PerlinOptions(BaseModel):
