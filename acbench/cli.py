@@ -120,6 +120,25 @@ def data_check(root: Annotated[Path, typer.Argument(help="dataset root in MVTec 
     console.print(f"{root}: OK")
 
 
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="folder of released pairs, e.g. generated_dataset")],
+    out: Annotated[Path, typer.Argument(help="output folder: one SyntheticSet per category")],
+    layout: Annotated[str, typer.Option(help="folder layout: anomalydiffusion or synthetic-set")] = "anomalydiffusion",
+    category: Annotated[list[str] | None, typer.Option(help="only these categories (repeatable)")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="skip bad pairs with a warning instead of failing")] = False,
+) -> None:
+    """Convert released image+mask pairs once into SyntheticSets (use them with method 'released')."""
+    from acbench_methods.released import import_released
+    from acbench_methods.released.layouts import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout: unknown layout '{layout}'; use one of {', '.join(LAYOUTS)}")
+    written = import_released(source, out, layout, category, on_bad="skip" if skip_bad else "error")
+    for name, count in written.items():
+        console.print(f"{name}: {count} pairs -> {out / name}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

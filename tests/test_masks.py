@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
 from scipy.signal import fftconvolve
 from skimage.draw import disk, ellipse
 
@@ -15,20 +12,6 @@ from acbench.data.io import save_png
 from acbench.errors import UserError
 from acbench.masks import MaskSourceSpec, get_mask_source, mask_source_names
 from acbench.masks.foreground import estimate_foreground
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def brick_data(tmp_path_factory):
-    from acbench.data.demo import write_demo
-    from acbench.data.mvtec import load_category
-    from acbench.protocol import SplitConfig
-
-    root = write_demo(tmp_path_factory.mktemp("demo"))
-    return load_category(root, "brick", SplitConfig(), dataset="demo")
-
 
 def object_image(shape=(96, 80), seed=0) -> tuple[np.ndarray, np.ndarray]:
     """A bright noisy ellipse (the product) on a dark noisy background, and its true extent."""
@@ -72,8 +55,8 @@ def test_texture_categories_use_the_whole_image_and_overrides_apply():
 
 
 @pytest.mark.parametrize("name, options", SOURCES)
-def test_masks_binary_nonempty_on_foreground_requested_size(brick_data, name, options):
-    data = as_object_category(brick_data)
+def test_masks_binary_nonempty_on_foreground_requested_size(brick, name, options):
+    data = as_object_category(brick)
     source = get_mask_source(name, options)
     rng = np.random.default_rng(0)
     for seed in range(8):
@@ -87,24 +70,24 @@ def test_masks_binary_nonempty_on_foreground_requested_size(brick_data, name, op
 
 
 @pytest.mark.parametrize("name, options", SOURCES)
-def test_same_seed_same_masks_other_seed_differs(brick_data, name, options):
+def test_same_seed_same_masks_other_seed_differs(brick, name, options):
     source = get_mask_source(name, options)
-    img = brick_data.normal_image(0)
+    img = brick.normal_image(0)
 
     def draw(seed):
         rng = np.random.default_rng(seed)
-        return np.stack([source.sample(brick_data, "hole", img, rng) for _ in range(4)])
+        return np.stack([source.sample(brick, "hole", img, rng) for _ in range(4)])
 
     assert np.array_equal(draw(1), draw(1))
     assert not np.array_equal(draw(1), draw(2))
 
 
-def test_real_augmented_without_augmentation_is_a_moved_real_mask(brick_data):
+def test_real_augmented_without_augmentation_is_a_moved_real_mask(brick):
     source = get_mask_source("real-augmented", {"rotation": 0, "scale": (1, 1), "elastic_alpha": 0})
-    img = brick_data.normal_image(0)
-    reals = [e.mask().astype(float) for e in brick_data.synthesis["hole"]]
+    img = brick.normal_image(0)
+    reals = [e.mask().astype(float) for e in brick.synthesis["hole"]]
     for seed in range(4):
-        mask = source.sample(brick_data, "hole", img, np.random.default_rng(seed)).astype(float)
+        mask = source.sample(brick, "hole", img, np.random.default_rng(seed)).astype(float)
         # the best overlap of a translated real mask with the output, over every shift (FFT correlation);
         # clipping at the image border only removes pixels, so the output is (almost) inside one of them
         overlap = max(fftconvolve(mask, real[::-1, ::-1]).max() for real in reals)
@@ -112,25 +95,25 @@ def test_real_augmented_without_augmentation_is_a_moved_real_mask(brick_data):
         assert mask.sum() <= 1.05 * max(real.sum() for real in reals)
 
 
-def test_real_augmented_varies_shape_and_needs_training_masks(brick_data):
+def test_real_augmented_varies_shape_and_needs_training_masks(brick):
     source = get_mask_source("real-augmented", {})
-    img = brick_data.normal_image(0)
+    img = brick.normal_image(0)
     rng = np.random.default_rng(0)
-    areas = {int(source.sample(brick_data, "stain", img, rng).sum()) for _ in range(6)}
+    areas = {int(source.sample(brick, "stain", img, rng).sum()) for _ in range(6)}
     assert len(areas) == 6
     with pytest.raises(UserError, match="no training mask of type 'dent'"):
-        source.sample(brick_data, "dent", img, rng)
+        source.sample(brick, "dent", img, rng)
 
 
-def test_perlin_area_range_is_respected(brick_data):
+def test_perlin_area_range_is_respected(brick):
     source = get_mask_source("perlin", {"area": (0.05, 0.2)})
-    img = brick_data.normal_image(0)
+    img = brick.normal_image(0)
     rng = np.random.default_rng(3)
-    fractions = [source.sample(brick_data, "crack", img, rng).mean() for _ in range(8)]
+    fractions = [source.sample(brick, "crack", img, rng).mean() for _ in range(8)]
     assert all(0.05 <= f <= 0.2 for f in fractions)
 
 
-def test_folder_matches_masks_by_type(tmp_path, brick_data):
+def test_folder_matches_masks_by_type(tmp_path, brick):
     square, round_ = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
     square[10:30, 10:30] = True
     round_[disk((40, 40), 12)] = True
@@ -138,17 +121,17 @@ def test_folder_matches_masks_by_type(tmp_path, brick_data):
     save_png(tmp_path / "hole" / "a.png", round_)  # single-category layout
     save_png(tmp_path / "hole" / "empty.png", np.zeros((64, 64), bool))
     source = get_mask_source("folder", {"path": str(tmp_path)})
-    img = brick_data.normal_image(0)  # 128 px: masks are resized to the normal image
+    img = brick.normal_image(0)  # 128 px: masks are resized to the normal image
     rng = np.random.default_rng(0)
-    crack = source.sample(brick_data, "crack", img, rng)
+    crack = source.sample(brick, "crack", img, rng)
     assert crack.shape == (128, 128) and crack[20:60, 20:60].all() and crack.sum() == 40 * 40
     for _ in range(4):
-        hole = source.sample(brick_data, "hole", img, rng)
+        hole = source.sample(brick, "hole", img, rng)
         assert hole.any() and not hole[:40, :40].any()
     with pytest.raises(UserError, match="no masks in .*stain"):
-        source.sample(brick_data, "stain", img, rng)
+        source.sample(brick, "stain", img, rng)
     with pytest.raises(UserError, match="does not exist"):
-        get_mask_source("folder", {"path": str(tmp_path / "missing")}).sample(brick_data, "crack", img, rng)
+        get_mask_source("folder", {"path": str(tmp_path / "missing")}).sample(brick, "crack", img, rng)
 
 
 def test_bad_names_and_options_are_user_errors():
@@ -158,3 +141,14 @@ def test_bad_names_and_options_are_user_errors():
         get_mask_source("perlin", {"scale_exponents": (5, 2)})
     with pytest.raises(UserError, match="path"):
         get_mask_source("folder", {})
+
+
+def test_a_protocol_names_a_bad_mask_source_option():
+    from pydantic import BaseModel, ValidationError
+
+    class MethodOptions(BaseModel):
+        mask_source: MaskSourceSpec = MaskSourceSpec()
+
+    assert isinstance(MethodOptions().mask_source.build(), get_mask_source("real-augmented").__class__)
+    with pytest.raises(ValidationError, match="mask_source.options.rotation of 'real-augmented'"):
+        MethodOptions.model_validate({"mask_source": {"name": "real-augmented", "options": {"rotation": 400}}})

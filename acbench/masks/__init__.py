@@ -22,7 +22,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from acbench.errors import UserError, did_you_mean
 from acbench.masks.base import MaskSource
@@ -39,6 +39,14 @@ class MaskSourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = DEFAULT_MASK_SOURCE
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_source_and_options(self) -> MaskSourceSpec:
+        try:  # a protocol names a bad source or option at load time, not mid-run
+            get_mask_source(self.name, self.options)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     def build(self) -> MaskSource:
         return get_mask_source(self.name, self.options)
