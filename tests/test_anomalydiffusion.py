@@ -227,3 +227,20 @@ def test_composited_output_equals_the_normal_image_outside_the_mask(brick, fitte
         assert sample.image.shape == normal.shape and sample.mask.any()
         assert np.array_equal(sample.image[~sample.mask], normal[~sample.mask])
         assert np.abs(sample.image[sample.mask].astype(int) - normal[sample.mask]).mean() > 1
+
+
+def test_a_study_fits_once_for_the_dataset_and_flags_random_weights(tmp_path):
+    from acbench.engine import run_study
+    from acbench.protocol import parse_protocol
+
+    protocol = parse_protocol({
+        "name": "ad", "dataset": {"kind": "demo", "categories": ["gravel"]},
+        "methods": [{"name": "anomalydiffusion", "options": {**TINY, "mask_source": {"name": "perlin"}}}],
+        "generation": {"per_type": 2}, "metrics": ["mask-alignment"], "weights": "pretrained-or-random"})
+    result = run_study(protocol, out=tmp_path / "run")
+    assert result.ok and result.ran[0] == "fit/anomalydiffusion/_all/0"
+    import pandas as pd
+
+    rows = pd.read_csv(result.root / "results.csv")
+    assert set(rows["generator_weights"]) == {"random"}
+    assert np.allclose(rows.loc[rows.metric == "mask_precision", "value"], 1.0)  # composited: changes stay in the mask
