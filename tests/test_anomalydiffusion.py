@@ -244,3 +244,44 @@ def test_a_study_fits_once_for_the_dataset_and_flags_random_weights(tmp_path):
     rows = pd.read_csv(result.root / "results.csv")
     assert set(rows["generator_weights"]) == {"random"}
     assert np.allclose(rows.loc[rows.metric == "mask_precision", "value"], 1.0)  # composited: changes stay in the mask
+
+
+def test_sd15_layout_loads_and_takes_learned_tokens(tmp_path):
+    """The SD-1.5 option: CLIP text encoder + tokenizer, `text_encoder/` and `vae/` subfolders."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[], model_max_length=24)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=24, bos_token_id=len(vocab) - 2, eos_token_id=len(vocab) - 1,
+        pad_token_id=len(vocab) - 1))
+    tiny = tiny_base()
+    text_encoder.save_pretrained(tmp_path / "text_encoder")
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    tiny.vae.save_pretrained(tmp_path / "vae")
+    tiny.unet.save_pretrained(tmp_path / "unet")
+    save_folder(tiny, tmp_path / "ldm")
+    (tmp_path / "ldm" / "scheduler").rename(tmp_path / "scheduler")
+    base = load_base("sd15", "pretrained", explicit=tmp_path)
+    ids, slots = base.prompt_ids("a photo of a *", 4)
+    assert slots.sum() == 4 and ids[slots].eq(ids[slots][0]).all()
+    vectors = torch.randn(1, 4, 32, requires_grad=True)
+    states = base.text_states(ids[None], slots[None], vectors)
+    states.pow(2).sum().backward()
+    assert vectors.grad.abs().sum() > 0
+    other = base.text_states(ids[None], slots[None], torch.randn(1, 4, 32))
+    assert not torch.allclose(states.detach(), other)
+
+
+def test_missing_ldm_weights_are_a_user_error_or_a_flagged_random_base(tmp_path, monkeypatch):
+    from acbench.errors import UserError
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="CompVis/ldm-text2im-large-256"):
+        load_base("ldm", "pretrained")
+    fallback = load_base("ldm", "pretrained-or-random")
+    assert fallback.random_weights and fallback.architecture == "tiny"

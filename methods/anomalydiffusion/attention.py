@@ -47,6 +47,7 @@ def dilation_radius(t: int, num_steps: int, latent_size: int) -> int:
 def aar_weights(reference: torch.Tensor, normal_latent: torch.Tensor, mask: torch.Tensor, t: int, num_steps: int,
                 max_weight: float = 1.5) -> torch.Tensor:
     """The weight map [B, 1, h, w] (see the module docstring); `mask` is the binary latent-grid mask."""
+    reference, normal_latent, mask = reference.float(), normal_latent.float(), mask.float()  # 1/d overflows fp16
     r = dilation_radius(t, num_steps, mask.shape[-1])
     dilated = F.max_pool2d(mask.float(), 2 * r + 1, stride=1, padding=r) if r > 0 else mask.float()
     d = ((dilated * (reference - normal_latent)) ** 2).mean(dim=1, keepdim=True)
