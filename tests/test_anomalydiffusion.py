@@ -285,3 +285,11 @@ def test_missing_ldm_weights_are_a_user_error_or_a_flagged_random_base(tmp_path,
         load_base("ldm", "pretrained")
     fallback = load_base("ldm", "pretrained-or-random")
     assert fallback.random_weights and fallback.architecture == "tiny"
+
+
+def test_adaptive_attention_default_and_per_type_choice():
+    default = method()
+    assert default.aar_enabled("wood", "color") and not default.aar_enabled("capsule", "squeeze")
+    chosen = method(adaptive_attention_types={"squeeze": True, "wood/color": False})
+    assert chosen.aar_enabled("capsule", "squeeze") and not chosen.aar_enabled("wood", "color")
+    assert chosen.aar_enabled("carpet", "color")

@@ -59,7 +59,8 @@ class AnomalyDiffusionOptions(BaseModel):
     mask_source: MaskSourceSpec = MaskSourceSpec(name="anomalydiffusion")
     train_mask_model: bool = True
     adaptive_attention: Literal["auto", "on", "off"] = "auto"
-    adaptive_attention_types: dict[str, bool] = Field(default_factory=dict, description="per-type override")
+    adaptive_attention_types: dict[str, bool] = Field(
+        default_factory=dict, description="per-type override, keyed 'type' or 'category/type'")
     aar_reference: Literal["x0_pred", "latent"] = "x0_pred"
     aar_mode: Literal["scale", "shift"] = "scale"
     aar_max_weight: float = Field(1.5, ge=1.0)
@@ -178,8 +179,9 @@ class AnomalyDiffusion(Synthesizer):
 
     def aar_enabled(self, category: str, anomaly_type: str) -> bool:
         o = self.options
-        if anomaly_type in o.adaptive_attention_types:
-            return o.adaptive_attention_types[anomaly_type]
+        for name in (key_of(category, anomaly_type), anomaly_type):  # "bottle/broken_large" before "broken_large"
+            if name in o.adaptive_attention_types:
+                return o.adaptive_attention_types[name]
         if o.adaptive_attention == "auto":
             return category in TEXTURE_CATEGORIES
         return o.adaptive_attention == "on"
