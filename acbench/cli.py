@@ -71,6 +71,47 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
     console.print(f"report: {render_report(run_dir)}")
 
 
+@app.command()
+def generate(
+    method: Annotated[str, typer.Argument(help="method name (acbench list methods)")],
+    dataset: Annotated[Path, typer.Option(help="dataset root in MVTec AD layout")],
+    category: Annotated[str, typer.Option(help="category to generate for")],
+    out: Annotated[Path, typer.Option(help="SyntheticSet folder to write")],
+    per_type: Annotated[int, typer.Option(help="pairs per anomaly type")] = 16,
+    options: Annotated[str, typer.Option(help="method options as YAML, e.g. '{mode: scar}'")] = "{}",
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+    weights: Annotated[str, typer.Option(help="pretrained, pretrained-or-random or random")] = "pretrained",
+) -> None:
+    """Fit a method on one category's synthesis split and write a SyntheticSet."""
+    import yaml
+
+    from acbench.data.mvtec import load_category, resolve_categories
+    from acbench.engine.stages import resolve_device, seed_everything
+    from acbench.protocol import SplitConfig, parse_protocol
+    from acbench.synthesis import GenerationRequest, write_synthetic_set
+
+    raw = {"name": "generate", "dataset": {"kind": "folder", "root": str(dataset), "categories": [category]},
+           "methods": [{"name": method, "options": yaml.safe_load(options) or {}}], "weights": weights}
+    proto = parse_protocol(raw, source="--options")
+    resolve_categories(dataset, [category])
+    data = load_category(dataset, category, SplitConfig())
+    cls = registry.load("methods", method)
+    synth = cls(cls.Options.model_validate(proto.methods[0].options), weights=weights)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    fit_dir = out / "_fit"
+    if cls.fit_scope != "none":
+        synth.fit([data], fit_dir, seed=seed, device=dev)
+
+    def samples():
+        for atype in sorted(data.synthesis):
+            yield from synth.generate(data, GenerationRequest(atype, per_type, seed, fit_dir=fit_dir, device=dev))
+
+    count = write_synthetic_set(out, samples(), category, method, seed)
+    console.print(f"{count} pairs written to {out}")
+
+
 @app.command("list")
 def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics or protocols")]) -> None:
     """List registered plugins or the shipped protocols."""
