@@ -125,6 +125,8 @@ def test_missing_type_or_path_is_a_user_error(tmp_path):
                 "methods": [{"name": "released", "options": {"path": str(tmp_path), "layout": "dfmgan"}}]}
     with pytest.raises(UserError, match=r"methods\[0\]\.options\.layout: Input should be 'anomalydiffusion'"):
         parse_protocol(protocol)
+    with pytest.raises(UserError, match="path .*missing does not exist"):
+        list(released(tmp_path / "missing").generate(category(), GenerationRequest("crack", 2, seed=0)))
 
 
 def test_import_converts_once_and_reads_back_identically(tmp_path):

@@ -66,6 +66,8 @@ def list_types(path: Path, layout: str, category: str) -> list[str]:
 
 def list_pairs(path: Path, layout: str, category: str, anomaly_type: str) -> list[PairRef]:
     """Every pair of one category and type, in numeric order; a UserError when there is none."""
+    if not path.is_dir():
+        raise UserError(f"released: path {path} does not exist; set options.path to the folder of released pairs")
     if layout == "synthetic-set":
         records = SyntheticSet(path / category).by_type().get(anomaly_type, [])
         pairs = [PairRef(r.image, r.mask, r.image.name) for r in records]
