@@ -73,6 +73,8 @@ class AdaptiveCrossAttnProcessor:
             return self.plain(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         residual = hidden_states
         batch, n_pixels, _ = hidden_states.shape
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))

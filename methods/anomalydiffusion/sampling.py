@@ -97,14 +97,14 @@ def sample_mask_images(base: DiffusionBase, vectors: torch.Tensor, steps: int, g
                        generator: torch.Generator) -> torch.Tensor:
     """Text-to-image with the mask tokens (DDIM, eta 0, classifier-free guidance); images in [0, 1]."""
     device = base.device
-    install_aar(base.unet, AARState())
+    state = AARState()  # no weights: plain attention
+    install_aar(base.unet, state)
     cond, _ = conditioning(base, vectors)
     uncond = base.empty_prompt_states(len(vectors)) if guidance != 1.0 else None
     sampler = base.sampler()
     sampler.set_timesteps(steps, device=device)
     shape = (len(vectors), base.unet.config.in_channels, base.latent_size, base.latent_size)
     z = _randn(shape, generator, device, base.dtype)
-    state = AARState()
     for t in sampler.timesteps:
         z = sampler.step(_predict(base, z, t, cond, uncond, guidance, state), t, z, eta=0.0).prev_sample
     return (base.decode(z).float() + 1) / 2
