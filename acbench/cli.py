@@ -113,13 +113,13 @@ def generate(
 
 
 @app.command("list")
-def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics or protocols")]) -> None:
+def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics, masks or protocols")]) -> None:
     """List registered plugins or the shipped protocols."""
     if kind == "protocols":
         _list_protocols()
         return
     if kind not in registry.KINDS:
-        raise UserError(f"unknown kind '{kind}'; use methods, detectors, metrics or protocols")
+        raise UserError(f"unknown kind '{kind}'; use methods, detectors, metrics, masks or protocols")
     table = Table(kind)
     table.add_column("description")
     for name in registry.names(kind):  # type: ignore[arg-type]

@@ -18,18 +18,16 @@ Usage::
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from acbench.errors import UserError, did_you_mean
+from acbench import registry
+from acbench.errors import UserError
 from acbench.masks.base import MaskSource
 
 __all__ = ["DEFAULT_MASK_SOURCE", "MaskSource", "MaskSourceSpec", "get_mask_source", "mask_source_names"]
 
-GROUP = "acbench.masks"
 DEFAULT_MASK_SOURCE = "real-augmented"
 
 
@@ -52,23 +50,17 @@ class MaskSourceSpec(BaseModel):
         return get_mask_source(self.name, self.options)
 
 
-@cache
-def _entry_points() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
-
-
 def mask_source_names() -> list[str]:
     """Registered mask-source names, sorted."""
-    return sorted(_entry_points())
+    return registry.names("masks")
 
 
 def get_mask_source(name: str, options: dict[str, Any] | BaseModel | None = None) -> MaskSource:
     """Instantiate the mask source `name` with its options (validated by the source's `Options`)."""
-    eps = _entry_points()
-    if name not in eps:
-        known = ", ".join(sorted(eps)) or "none installed"
-        raise UserError(f"mask_source.name: unknown mask source '{name}'{did_you_mean(name, eps)}; known: {known}")
-    cls = eps[name].load()
+    try:
+        cls = registry.load("masks", name)
+    except UserError as exc:
+        raise UserError(f"mask_source.name: {exc}") from None
     if isinstance(options, BaseModel):
         return cls(options)
     try:
