@@ -276,7 +276,7 @@ def test_sd15_layout_loads_and_takes_learned_tokens(tmp_path):
     assert not torch.allclose(states.detach(), other)
 
 
-def test_missing_ldm_weights_are_a_user_error_or_a_flagged_random_base(tmp_path, monkeypatch):
+def test_missing_ldm_weights_are_a_user_error_or_a_flagged_random_base(tmp_path, monkeypatch, brick):
     from acbench.errors import UserError
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
@@ -285,6 +285,10 @@ def test_missing_ldm_weights_are_a_user_error_or_a_flagged_random_base(tmp_path,
         load_base("ldm", "pretrained")
     fallback = load_base("ldm", "pretrained-or-random")
     assert fallback.random_weights and fallback.architecture == "tiny"
+    ldm = registry.load("methods", "anomalydiffusion")({"model": "ldm", "schedule": "tiny"},
+                                                       weights="pretrained-or-random")
+    ldm.fit([brick], tmp_path / "fit", seed=0)
+    assert ldm.provenance()["random_weights"] and ldm.provenance()["base_weights"]["source"] == "random"
 
 
 def test_adaptive_attention_default_and_per_type_choice():

@@ -97,6 +97,7 @@ class AnomalyDiffusion(Synthesizer):
                              mask_train_steps=self.options.mask_train_steps, ddim_steps=self.options.ddim_steps,
                              batch_size=self.options.batch_size)
         self._fitted: FittedModel | None = None
+        self._fit_base = None  # the base `fit` trained on, for provenance
         self._fitted_dir: Path | None = None
         self._mask_sources: dict = {}
         self.losses: dict[str, list[float]] = {}
@@ -114,7 +115,7 @@ class AnomalyDiffusion(Synthesizer):
 
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu", progress=None) -> None:
         workdir = Path(workdir)
-        base = self._base(device)
+        base = self._fit_base = self._base(device)
         size = base.resolution
         items = [TrainItem(to_tensor(ex.image(), size), mask_tensor(ex.mask(), size), key_of(data.category, atype))
                  for data in categories for atype, examples in sorted(data.synthesis.items()) for ex in examples]
@@ -222,7 +223,7 @@ class AnomalyDiffusion(Synthesizer):
 
     def provenance(self) -> dict:
         o = self.options
-        base = self._fitted.base if self._fitted else None
+        base = self._fitted.base if self._fitted else self._fit_base
         random = base.random_weights if base else (o.model == "tiny" or self.weights_policy == "random")
         info = {"model": o.model, "schedule": o.schedule, "random_weights": random,
                 "weights": "random" if random else "pretrained", "mask_source": o.mask_source.name,
