@@ -55,6 +55,9 @@ def load_fitted(fit_dir: Path, device: str = "cpu") -> FittedModel:
     meta = read_meta(fit_dir)
     dtype = weight_dtype(device, meta.get("mixed_precision", "no"))
     base = cached_base(meta["model"], meta["weights_policy"], meta.get("weights_path"), device, dtype)
+    if meta.get("architecture") and meta["architecture"] != base.architecture:
+        raise UserError(f"{fit_dir}: fitted on the {meta['architecture']} base but the {base.architecture} base "
+                        "resolves now (weights appeared or vanished since the fit); re-run the fit")
     anomaly = load_anomaly_embedding(fit_dir / ANOMALY_FILE).to(device) if (fit_dir / ANOMALY_FILE).is_file() else None
     masks = load_token_table(fit_dir / MASK_FILE).to(device) if (fit_dir / MASK_FILE).is_file() else None
     return FittedModel(meta, base, anomaly, masks)
