@@ -36,9 +36,10 @@ def test_registered_sources():
     assert MaskSourceSpec().name == "real-augmented"
 
 
-@pytest.mark.parametrize("method", ["border", "bright"])
-def test_foreground_estimate_finds_the_object(method):
-    img, truth = object_image()
+@pytest.mark.parametrize("method, shape", [("border", (96, 80)), ("bright", (96, 80)), ("border", (600, 520))])
+def test_foreground_estimate_finds_the_object(method, shape):
+    img, truth = object_image(shape)
+    assert estimate_foreground(img, method).shape == shape
     fg = estimate_foreground(img, method)
     iou = (fg & truth).sum() / (fg | truth).sum()
     assert iou > 0.9

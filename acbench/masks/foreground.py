@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
@@ -21,12 +22,17 @@ ForegroundMethod = Literal["auto", "whole", "border", "bright", "dark"]
 TEXTURE_CATEGORIES = frozenset({"carpet", "grid", "leather", "tile", "wood", "brick", "grass", "gravel"})
 
 MIN_FRACTION, MAX_FRACTION = 0.02, 0.98
+WORKING_SIDE = 256
 
 
 def estimate_foreground(image: np.ndarray, method: ForegroundMethod) -> np.ndarray:
     """A bool HxW foreground mask of a uint8 HxWx3 image (`auto` is resolved by the caller)."""
     if method in ("whole", "auto"):
         return np.ones(image.shape[:2], bool)
+    step = max(1, max(image.shape[:2]) // WORKING_SIDE)
+    if step > 1:  # estimate on a subsampled copy: the outline of a product needs no more pixels
+        small = estimate_foreground(image[::step, ::step], method)
+        return np.asarray(Image.fromarray(small).resize(image.shape[1::-1], Image.NEAREST))
     rgb = image.astype(np.float32)
     if method == "border":
         score = _border_distance(rgb)
