@@ -297,3 +297,30 @@ def test_adaptive_attention_default_and_per_type_choice():
     chosen = method(adaptive_attention_types={"squeeze": True, "wood/color": False})
     assert chosen.aar_enabled("capsule", "squeeze") and not chosen.aar_enabled("wood", "color")
     assert chosen.aar_enabled("carpet", "color")
+
+
+def test_an_interrupted_fit_resumes_from_its_train_state_dir(brick, tmp_path, monkeypatch):
+    import acbench_methods.anomalydiffusion as package
+
+    options = {"train_state_dir": str(tmp_path / "state"), "train_steps": 8, "mask_train_steps": 0}
+    method(**{**options, "train_state_dir": None}).fit([brick], tmp_path / "reference", seed=0)
+
+    real_train = package.train  # the training function the fit calls
+
+    def dies_after_five(*args, **kwargs):
+        def progress(step, _total):
+            if step == 5:
+                raise KeyboardInterrupt
+        return real_train(*args[:-1], progress, **kwargs)
+
+    monkeypatch.setattr("acbench_methods.anomalydiffusion.train", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        method(**options).fit([brick], tmp_path / "attempt-1", seed=0)
+    monkeypatch.setattr("acbench_methods.anomalydiffusion.train", real_train)
+    resumed = method(**options)
+    resumed.fit([brick], tmp_path / "attempt-2", seed=0)  # a new fit folder, as the study engine gives
+    assert len(resumed.losses["anomaly"]) == 4  # steps 5..8 only (state saved every 4 steps)
+    a = load_anomaly_embedding(tmp_path / "reference" / "anomaly_embedding.safetensors").state_dict()
+    b = load_anomaly_embedding(tmp_path / "attempt-2" / "anomaly_embedding.safetensors").state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])

@@ -40,6 +40,7 @@ from acbench.data.category import CategoryData
 from acbench.errors import UserError
 from acbench.masks import MaskSourceSpec
 from acbench.masks.foreground import TEXTURE_CATEGORIES
+from acbench.protocol import config_hash
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
 from acbench_methods.anomalydiffusion.embedding import AnomalyEmbedding, TokenTable, key_of, save_module, word_embedding
 from acbench_methods.anomalydiffusion.model import (ANOMALY_FILE, MASK_FILE, META, FittedModel, cached_base,
@@ -72,6 +73,9 @@ class AnomalyDiffusionOptions(BaseModel):
     batch_size: int | None = Field(None, ge=1)
     generation_batch: int = Field(4, ge=1)
     mixed_precision: Literal["no", "fp16", "bf16"] = "fp16"
+    train_state_dir: Path | None = Field(
+        None, description="keep the resumable training state here (default: inside the fit folder, which a "
+                          "study discards when its fit job fails; set this for long runs)")
 
 
 def to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
@@ -123,12 +127,15 @@ class AnomalyDiffusion(Synthesizer):
             raise UserError("anomalydiffusion: no training anomalies in the synthesis split of the chosen categories")
         keys = sorted({it.key for it in items})
         p = self.preset
+        state_root = self._state_root(workdir, keys, seed)
         if not (workdir / ANOMALY_FILE).is_file():
-            module = AnomalyEmbedding(keys, p.anomaly_tokens, p.spatial_tokens, word_embedding(base, "anomaly"),
-                                      p.encoder_widths)
+            with torch.random.fork_rng(devices=[]):  # the encoder's initialisation follows the seed
+                torch.manual_seed(seed)
+                module = AnomalyEmbedding(keys, p.anomaly_tokens, p.spatial_tokens, word_embedding(base, "anomaly"),
+                                          p.encoder_widths)
             self.losses["anomaly"] = train(base, module, lambda m, k, masks: m(k, masks), items,
                                            self._train_config(p.train_steps, masked=True),
-                                           workdir / "train-state" / "anomaly", seed, device, progress)
+                                           state_root / "anomaly", seed, device, progress)
             save_module(module, workdir / ANOMALY_FILE, {"keys": keys, "n_anomaly": p.anomaly_tokens,
                                                           "n_spatial": p.spatial_tokens, "dim": base.hidden_size,
                                                           "widths": list(p.encoder_widths)})
@@ -138,9 +145,17 @@ class AnomalyDiffusion(Synthesizer):
             table = TokenTable(keys, p.mask_tokens, word_embedding(base, "crack"))
             self.losses["mask"] = train(base, table, lambda m, k, _masks: m(k), mask_items,
                                         self._train_config(p.mask_train_steps, masked=False),
-                                        workdir / "train-state" / "mask", seed + 1, device, progress)
+                                        state_root / "mask", seed + 1, device, progress)
             save_module(table, workdir / MASK_FILE, {"keys": keys, "n_tokens": p.mask_tokens, "dim": base.hidden_size})
         self._write_meta(workdir, keys, base)
+
+    def _state_root(self, workdir: Path, keys: list[str], seed: int) -> Path:
+        """Where training state lives; outside the fit folder, one subfolder per training configuration."""
+        if self.options.train_state_dir is None:
+            return workdir / "train-state"
+        config = {"options": self.options.model_dump(mode="json", exclude={"train_state_dir"}), "keys": keys,
+                  "seed": seed, "weights": self.weights_policy}
+        return Path(self.options.train_state_dir) / config_hash(config)
 
     def _train_config(self, steps: int, masked: bool) -> TrainConfig:
         p = self.preset
