@@ -203,13 +203,13 @@ def generate(
 
 
 @app.command("list")
-def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics or protocols")]) -> None:
+def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics, masks or protocols")]) -> None:
     """List registered plugins or the shipped protocols."""
     if kind == "protocols":
         _list_protocols()
         return
     if kind not in registry.KINDS:
-        raise UserError(f"unknown kind '{kind}'; use methods, detectors, metrics or protocols")
+        raise UserError(f"unknown kind '{kind}'; use methods, detectors, metrics, masks or protocols")
     table = Table(kind)
     table.add_column("description")
     for name in registry.names(kind):  # type: ignore[arg-type]
@@ -249,6 +249,25 @@ def data_check(root: Annotated[Path, typer.Argument(help="dataset root in MVTec 
         err.print(f"{len(problems)} problem(s) in {root}")
         raise typer.Exit(2)
     console.print(f"{root}: OK")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="folder of released pairs, e.g. generated_dataset")],
+    out: Annotated[Path, typer.Argument(help="output folder: one SyntheticSet per category")],
+    layout: Annotated[str, typer.Option(help="folder layout: anomalydiffusion or synthetic-set")] = "anomalydiffusion",
+    category: Annotated[list[str] | None, typer.Option(help="only these categories (repeatable)")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="skip bad pairs with a warning instead of failing")] = False,
+) -> None:
+    """Convert released image+mask pairs once into SyntheticSets (use them with method 'released')."""
+    from acbench_methods.released import import_released
+    from acbench_methods.released.layouts import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout: unknown layout '{layout}'; use one of {', '.join(LAYOUTS)}")
+    written = import_released(source, out, layout, category, on_bad="skip" if skip_bad else "error")
+    for name, count in written.items():
+        console.print(f"{name}: {count} pairs -> {out / name}")
 
 
 def main() -> None:

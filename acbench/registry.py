@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from acbench.errors import UserError, did_you_mean
 
-Kind = Literal["methods", "detectors", "metrics"]
-KINDS: tuple[Kind, ...] = ("methods", "detectors", "metrics")
+Kind = Literal["methods", "detectors", "metrics", "masks"]
+KINDS: tuple[Kind, ...] = ("methods", "detectors", "metrics", "masks")
 
 
 @cache
