@@ -77,7 +77,8 @@ def test_demo_like_study_writes_report(tmp_path):
     cat_pairs = frame[(frame.metric == "n_pairs") & (frame.anomaly_type == "")]
     assert sorted(cat_pairs.value) == [6.0, 6.0]  # 3 types x 2 pairs, per category
     report = (tmp_path / "run" / "report" / "index.md").read_text()
-    assert "## mask_precision" in report and "perlin" in report
-    assert (tmp_path / "run" / "report" / "samples" / "perlin_brick_seed0.png").is_file()
+    assert "### mask precision" in report and "perlin" in report
+    assert (tmp_path / "run" / "report" / "index.html").is_file()
+    assert (tmp_path / "run" / "report" / "samples" / "brick_crack.png").is_file()
     manifest = RunStore(tmp_path / "run").read_json("manifest.json")
     assert manifest["versions"]["torch"] and manifest["protocol_hash"] and manifest["split"]["fraction"] == 0.333

@@ -75,7 +75,8 @@ def to_md(blocks: list[Block], root: Path) -> str:
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1a202c;background:#f7f8fa}
 main{max-width:1200px;margin:0 auto;padding:24px 32px 64px}
-h1{font-size:26px;margin:8px 0 4px}h2{font-size:20px;margin:36px 0 8px;border-bottom:2px solid #e2e8f0;padding-bottom:4px}
+h1{font-size:26px;margin:8px 0 4px}
+h2{font-size:20px;margin:36px 0 8px;border-bottom:2px solid #e2e8f0;padding-bottom:4px}
 h3{font-size:15px;margin:22px 0 6px;color:#2d3748}
 .banner{background:#c53030;color:#fff;font-weight:700;padding:14px 20px;border-radius:6px;margin:16px 0;font-size:15px}
 .banner small{display:block;font-weight:400;margin-top:4px;font-size:12px;opacity:.95}

@@ -91,7 +91,8 @@ def dataset_root_of(run: Run) -> Path | None:
 
     try:
         root = dataset_root(DatasetConfig.model_validate(config))
-    except (UserError, OSError, ValueError, ValidationError) as exc:  # the dataset may live on another machine: grids then show grey tiles
+    # The dataset may live on another machine: grids then show grey tiles.
+    except (UserError, OSError, ValueError, ValidationError) as exc:
         log.info("normal images unavailable for sample grids: %s", exc)
         return None
     return root if root.is_dir() else None

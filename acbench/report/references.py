@@ -105,7 +105,7 @@ def compare(tables: list[MetricTable], references: list[tuple[ReferenceFile, Ref
         if not t.split.get("variant_of_metric"):
             by_key.setdefault((t.metric, t.detector), t)
     out = []
-    for ref, table in references:
+    for _ref, table in references:
         if table.dataset != dataset:
             continue
         comparable = [(i, col, by_key[(col.metric, col.detector)]) for i, col in enumerate(table.columns.values())
