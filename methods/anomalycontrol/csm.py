@@ -63,11 +63,14 @@ class CrossModalSemantics:
         return self.model.config.qformer_config.hidden_size
 
     def fingerprint(self) -> str:
-        """Identifies the weights (for the feature cache): config plus a digest of the query tokens."""
+        """Identifies the weights (for the feature cache) from a few tensors that any retraining changes."""
         import hashlib
 
-        digest = hashlib.sha256(self.model.query_tokens.detach().float().cpu().numpy().tobytes())
-        digest.update(self.model.config.to_json_string().encode())
+        model = self.model
+        digest = hashlib.sha256()
+        for tensor in (model.query_tokens, model.vision_model.embeddings.patch_embedding.weight,
+                       model.embeddings.word_embeddings.weight, list(model.qformer.parameters())[-1]):
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
 
     def _pixels(self, images: Sequence[np.ndarray]) -> torch.Tensor:

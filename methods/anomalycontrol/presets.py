@@ -102,7 +102,8 @@ def load_csm(folder: str | Path, dtype: torch.dtype | None = None) -> CrossModal
     if not model.config.qformer_config.use_qformer_text_input:
         raise UserError(f"{folder}: this BLIP-2 Q-Former has no text input; CSM needs {BLIP2_ITM_REPO}")
     tokenizer = processor.tokenizer
-    if len(tokenizer) < 1000 or len(tokenizer) > model.config.qformer_config.vocab_size:
+    # transformers silently builds a 5-token tokenizer when the files are missing: check it.
+    if len(tokenizer) < 50:
         raise UserError(f"{folder}: tokenizer has {len(tokenizer)} tokens for a Q-Former vocabulary of "
                         f"{model.config.qformer_config.vocab_size}; the tokenizer files are missing or corrupt")
     return CrossModalSemantics(model, tokenizer, processor.image_processor)
