@@ -7,7 +7,8 @@ The API is deliberately small:
   folder / the HF cache / a hub id through `acbench.weights.resolve_hf`, or built with random weights
   from configs in code (`tiny` for tests and the CPU demo, `sd15-arch` for the full-size
   architecture, e.g. for speed benchmarks). `InpaintComponents.random_weights` says which.
-- `InpaintComponents.pipeline()`: a diffusers `StableDiffusionInpaintPipeline` over those components.
+- `InpaintComponents.pipeline()`: a diffusers `StableDiffusionInpaintPipeline` over those components
+  (`InpaintPipeline`, which also accepts one IP-Adapter embedding per image of a batch).
 - `inpaint_latents(...)`: the UNet's extra inputs (mask at latent resolution, latents of the masked
   image), computed exactly like the pipeline does, for training.
 - `sample_inpaint(...)`: seeded, batched sampling; one generator per image, so an image does not
@@ -15,7 +16,7 @@ The API is deliberately small:
 - `composite(...)`: put the generated pixels back onto the original outside the mask.
 """
 
-from acbench_methods.diffusion.components import InpaintComponents, build_inpaint_components
+from acbench_methods.diffusion.components import InpaintComponents, InpaintPipeline, build_inpaint_components
 from acbench_methods.diffusion.inpaint import composite, inpaint_latents, sample_inpaint
 
-__all__ = ["InpaintComponents", "build_inpaint_components", "composite", "inpaint_latents", "sample_inpaint"]
+__all__ = ["InpaintComponents", "InpaintPipeline", "build_inpaint_components", "composite", "inpaint_latents", "sample_inpaint"]

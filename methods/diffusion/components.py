@@ -45,6 +45,25 @@ TINY_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_blo
 TINY_TEXT_LENGTH = 77
 
 
+class InpaintPipeline(StableDiffusionInpaintPipeline):
+    """SD-inpainting where each image of a batch may bring its own IP-Adapter embedding.
+
+    diffusers repeats `ip_adapter_image_embeds` for every image of the batch (one reference image
+    shared by all prompts), so per-image embeddings of a batch of B would become B*B rows and mix
+    across images. Here embeddings that already hold one row per image are used as they are; any
+    other shape keeps the library's behaviour.
+    """
+
+    def prepare_ip_adapter_image_embeds(self, ip_adapter_image, ip_adapter_image_embeds, device, num_images,
+                                        do_classifier_free_guidance):
+        if ip_adapter_image_embeds is not None:
+            rows = [e.shape[0] // (2 if do_classifier_free_guidance else 1) for e in ip_adapter_image_embeds]
+            if all(r == num_images for r in rows):
+                return [e.to(device) for e in ip_adapter_image_embeds]
+        return super().prepare_ip_adapter_image_embeds(ip_adapter_image, ip_adapter_image_embeds, device,
+                                                       num_images, do_classifier_free_guidance)
+
+
 @dataclass
 class InpaintComponents:
     """Frozen SD-inpainting networks. `random_weights` is True when nothing pretrained was loaded."""
@@ -71,8 +90,8 @@ class InpaintComponents:
             module.requires_grad_(False).eval()
         return self
 
-    def pipeline(self) -> StableDiffusionInpaintPipeline:
-        pipe = StableDiffusionInpaintPipeline(
+    def pipeline(self) -> InpaintPipeline:
+        pipe = InpaintPipeline(
             vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
             scheduler=self.scheduler, safety_checker=None, feature_extractor=None, image_encoder=None,
             requires_safety_checker=False)
