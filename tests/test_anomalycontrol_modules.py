@@ -7,15 +7,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-from transformers import Blip2Processor
-
-from acbench.errors import UserError
 from acbench_methods.anomalycontrol.cache import FeatureCache, Reference
 from acbench_methods.anomalycontrol.csm import clean_caption
 from acbench_methods.anomalycontrol.presets import build_csm, load_csm, random_csm
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import build_inpaint_components
+from safetensors.torch import save_file
+from transformers import Blip2Processor
+
+from acbench.errors import UserError
 
 torch.set_num_threads(1)
 FEATURE_DIM = 32
@@ -33,9 +33,12 @@ def csm():
 
 def _unet_inputs(unet, batch=2, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, 9, 8, 8, generator=g), torch.tensor([50] * batch),
-            torch.randn(batch, 7, unet.config.cross_attention_dim, generator=g),
-            torch.randn(batch, FEATURE_DIM, generator=g))
+    return (
+        torch.randn(batch, 9, 8, 8, generator=g),
+        torch.tensor([50] * batch),
+        torch.randn(batch, 7, unet.config.cross_attention_dim, generator=g),
+        torch.randn(batch, FEATURE_DIM, generator=g),
+    )
 
 
 def _run(unet, sample, t, text, features=None):
@@ -49,7 +52,9 @@ def _references(n=2, size=64, seed=0):
     for i in range(n):
         mask = np.zeros((size, size), bool)
         mask[8 + 4 * i : 40 + 4 * i, 16:48] = True
-        refs.append(Reference(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), mask, f"the brick has crack {i}"))
+        refs.append(
+            Reference(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), mask, f"the brick has crack {i}")
+        )
     return refs
 
 
@@ -127,12 +132,17 @@ def test_ip_adapter_checkpoint_initialises_projection_and_kv(components, tmp_pat
     adapter = SemanticGuidedAdapter(unet, FEATURE_DIM, proj_dim=64, num_tokens=4)
     cad = unet.config.cross_attention_dim
     g = torch.Generator().manual_seed(0)
-    state = {"image_proj.proj.weight": torch.randn(cad * 4, 64, generator=g),
-             "image_proj.proj.bias": torch.randn(cad * 4, generator=g),
-             "image_proj.norm.weight": torch.randn(cad, generator=g), "image_proj.norm.bias": torch.randn(cad, generator=g)}
+    state = {
+        "image_proj.proj.weight": torch.randn(cad * 4, 64, generator=g),
+        "image_proj.proj.bias": torch.randn(cad * 4, generator=g),
+        "image_proj.norm.weight": torch.randn(cad, generator=g),
+        "image_proj.norm.bias": torch.randn(cad, generator=g),
+    }
     for i, layer in enumerate(adapter.layers):
         for kv in ("k", "v"):
-            state[f"ip_adapter.{2 * i + 1}.to_{kv}_ip.weight"] = torch.randn(layer.hidden_size, cad, generator=g)
+            state[f"ip_adapter.{2 * i + 1}.to_{kv}_ip.weight"] = torch.randn(
+                layer.hidden_size, cad, generator=g
+            )
     save_file(state, tmp_path / "ip-adapter_sd15.safetensors")
     adapter.load_ip_adapter(tmp_path / "ip-adapter_sd15.safetensors")
     assert torch.equal(adapter.projection.image_proj.image_embeds.weight, state["image_proj.proj.weight"])
@@ -147,14 +157,18 @@ def test_ip_adapter_checkpoint_initialises_projection_and_kv(components, tmp_pat
 
 
 def test_caption_cleaning_follows_blip_caption():
-    assert clean_caption("The Bottle has contamination, with WHITE filler!") == \
-        "the bottle has contamination with white filler"
+    assert (
+        clean_caption("The Bottle has contamination, with WHITE filler!")
+        == "the bottle has contamination with white filler"
+    )
     assert len(clean_caption(" ".join(["w"] * 80)).split()) == 50
 
 
 def test_asea_concentrates_attention_inside_the_mask(csm):
     refs = _references()
-    result = csm([r.image for r in refs], [r.caption for r in refs], [r.mask for r in refs], asea_steps=5, asea_lr=0.1)
+    result = csm(
+        [r.image for r in refs], [r.caption for r in refs], [r.mask for r in refs], asea_steps=5, asea_lr=0.1
+    )
     losses, shares = np.array(result.losses), np.array(result.mask_attention)
     assert losses.shape == shares.shape == (5, 2)
     assert np.all(np.diff(losses, axis=0) < 0) and np.all(np.diff(shares, axis=0) > 0)
@@ -177,7 +191,9 @@ def test_asea_is_per_sample_and_changes_the_feature(csm):
 
 def test_csm_loads_from_a_saved_folder(csm, tmp_path):
     csm.model.save_pretrained(tmp_path / "blip2-itm")
-    Blip2Processor(image_processor=csm.image_processor, tokenizer=csm.tokenizer).save_pretrained(tmp_path / "blip2-itm")
+    Blip2Processor(image_processor=csm.image_processor, tokenizer=csm.tokenizer).save_pretrained(
+        tmp_path / "blip2-itm"
+    )
     loaded, random_weights = build_csm("sd15", "pretrained", tmp_path / "blip2-itm")
     assert not random_weights and loaded.fingerprint() == csm.fingerprint()
     refs = _references()
@@ -203,6 +219,8 @@ def test_feature_cache_is_hit_on_the_second_run(csm, tmp_path):
     assert (second.hits, second.misses, calls) == (3, 0, [3])
     assert torch.equal(a, b)
     third = FeatureCache(tmp_path)  # other settings or another caption are other entries
-    third.get_or_compute(csm.fingerprint(), [Reference(refs[0].image, refs[0].mask, "other text")], "asea=2", compute)
+    third.get_or_compute(
+        csm.fingerprint(), [Reference(refs[0].image, refs[0].mask, "other text")], "asea=2", compute
+    )
     third.get_or_compute(csm.fingerprint(), refs[:1], "asea=0", compute)
     assert third.misses == 2 and calls == [3, 1, 1]

@@ -9,6 +9,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from acbench_methods.anomalycontrol.cache import Reference
+from acbench_methods.anomalycontrol.model import AnomalyControlModel
+from acbench_methods.anomalycontrol.options import AnomalyControlOptions
+from acbench_methods.anomalycontrol.train import (
+    DenoiserWithAdapter,
+    denoising_loss,
+    draw_batch,
+    prepare_training_set,
+    train_adapter,
+)
 
 from acbench import registry
 from acbench.data.demo import write_demo
@@ -16,11 +26,6 @@ from acbench.data.mvtec import load_category
 from acbench.errors import UserError
 from acbench.protocol import SplitConfig
 from acbench.synthesis import GenerationRequest, SyntheticSet, write_synthetic_set
-from acbench_methods.anomalycontrol.cache import Reference
-from acbench_methods.anomalycontrol.model import AnomalyControlModel
-from acbench_methods.anomalycontrol.options import AnomalyControlOptions
-from acbench_methods.anomalycontrol.train import (DenoiserWithAdapter, denoising_loss, draw_batch,
-                                                  prepare_training_set, train_adapter)
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -92,14 +97,25 @@ def test_each_ablation_switch_changes_the_output(tmp_path):
 def _training_data(model, n=2):
     refs = _references(n)
     features = model.reference_features(refs)
-    return prepare_training_set(model.components, [r.image for r in refs], [r.mask for r in refs],
-                                [r.caption for r in refs], features)
+    return prepare_training_set(
+        model.components, [r.image for r in refs], [r.mask for r in refs], [r.caption for r in refs], features
+    )
 
 
 def _train(model, data, checkpoint_dir, steps, lr=1e-3):
-    return train_adapter(model.components, model.adapter, data, steps=steps, batch_size=2, grad_accumulation=1,
-                         learning_rate=lr, seed=0, checkpoint_dir=checkpoint_dir, checkpoint_every=2,
-                         train_scale=1.0)
+    return train_adapter(
+        model.components,
+        model.adapter,
+        data,
+        steps=steps,
+        batch_size=2,
+        grad_accumulation=1,
+        learning_rate=lr,
+        seed=0,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=2,
+        train_scale=1.0,
+    )
 
 
 def test_a_short_overfit_on_two_images_lowers_the_loss(tmp_path):
@@ -150,7 +166,9 @@ def test_condition_dropout_blanks_features_and_text_at_the_configured_rate(tmp_p
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     write_demo(root)
-    return [load_category(root, c, SplitConfig(), dataset="demo", image_size=SIZE) for c in ("brick", "grass")]
+    return [
+        load_category(root, c, SplitConfig(), dataset="demo", image_size=SIZE) for c in ("brick", "grass")
+    ]
 
 
 def test_plugin_fits_and_generates_through_the_synthesizer_interface(demo, tmp_path):
@@ -163,13 +181,16 @@ def test_plugin_fits_and_generates_through_the_synthesizer_interface(demo, tmp_p
     method.fit(demo, fit_dir, seed=0)
     info = json.loads((fit_dir / "anomalycontrol.json").read_text())
     n_train = sum(len(x) for c in demo for x in c.synthesis.values())
-    assert info["adapters"]["_all"]["images"] == n_train and (fit_dir / info["adapters"]["_all"]["file"]).is_file()
+    assert (
+        info["adapters"]["_all"]["images"] == n_train
+        and (fit_dir / info["adapters"]["_all"]["file"]).is_file()
+    )
     assert info["provenance"]["random_weights"] is True
     assert not list(tmp_path.glob(".anomalycontrol-checkpoints/*"))  # removed once the adapter is saved
 
     generator = cls(cls.Options.model_validate(options))  # a new process: reads the fit artifact
     brick = demo[0]
-    atype = sorted(brick.synthesis)[0]
+    atype = min(brick.synthesis)
     request = GenerationRequest(atype, 4, seed=0, fit_dir=fit_dir)
     samples = list(generator.generate(brick, request))
     assert generator.model().cache.hits > 0  # the references' features came from the fit's cache
@@ -178,13 +199,17 @@ def test_plugin_fits_and_generates_through_the_synthesizer_interface(demo, tmp_p
         normal = brick.normal_image(brick.normal_train.index(brick.root / s.source_normal))
         assert np.array_equal(s.image[~s.mask], normal[~s.mask])
     again = list(cls(cls.Options.model_validate(options)).generate(brick, request))
-    assert all(np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) for a, b in zip(samples, again))
+    assert all(
+        np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) for a, b in zip(samples, again)
+    )
     assert generator.provenance()["random_weights"] is True
     count = write_synthetic_set(tmp_path / "synthetic", samples, brick.category, "anomalycontrol", 0)
     assert count == 4 and len(SyntheticSet(tmp_path / "synthetic")) == 4
 
     dataset_refs = cls(cls.Options.model_validate({**options, "references": "dataset", "prompt": "template"}))
-    assert len(list(dataset_refs.generate(demo[1], GenerationRequest("hole", 2, seed=1, fit_dir=fit_dir)))) == 2
+    assert (
+        len(list(dataset_refs.generate(demo[1], GenerationRequest("hole", 2, seed=1, fit_dir=fit_dir)))) == 2
+    )
 
 
 def test_plugin_refuses_a_missing_or_mismatched_fit(demo, tmp_path):
@@ -193,8 +218,9 @@ def test_plugin_refuses_a_missing_or_mismatched_fit(demo, tmp_path):
     with pytest.raises(UserError, match="fit"):
         next(method.generate(demo[0], GenerationRequest("crack", 1, seed=0, fit_dir=None)))
     (tmp_path / "fit").mkdir()
-    (tmp_path / "fit" / "anomalycontrol.json").write_text(json.dumps({"model": "tiny", "ablation": "no_csm",
-                                                                     "adapters": {}}))
+    (tmp_path / "fit" / "anomalycontrol.json").write_text(
+        json.dumps({"model": "tiny", "ablation": "no_csm", "adapters": {}})
+    )
     with pytest.raises(UserError, match="no_csm"):
         next(method.generate(demo[0], GenerationRequest("crack", 1, seed=0, fit_dir=tmp_path / "fit")))
     no_sga = cls({"model": "tiny", "schedule": "tiny", "ablation": "no_sga"})
@@ -203,8 +229,13 @@ def test_plugin_refuses_a_missing_or_mismatched_fit(demo, tmp_path):
 
 def test_sd15_preset_declares_its_weights():
     cls = registry.load("methods", "anomalycontrol")
-    names = [w.name for w in cls({"model": "sd15", "ip_adapter_path": "/x/ip-adapter_sd15.safetensors"})
-             .required_weights()]
+    names = [
+        w.name
+        for w in cls(
+            {"model": "sd15", "ip_adapter_path": "/x/ip-adapter_sd15.safetensors"}
+        ).required_weights()
+    ]
     assert names == ["stable-diffusion-inpainting", "blip2-itm-vit-g", "ip-adapter-sd15"]
     assert [w.name for w in cls({"model": "sd15", "ablation": "no_sga"}).required_weights()] == [
-        "stable-diffusion-inpainting"]
+        "stable-diffusion-inpainting"
+    ]

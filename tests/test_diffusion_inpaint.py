@@ -1,4 +1,4 @@
-"""The shared SD-inpainting package: real loading from a saved folder, seeded batched sampling, compositing."""
+"""The shared SD-inpainting package: loading a saved folder, seeded batched sampling, compositing."""
 
 import os
 
@@ -7,9 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+from acbench_methods.diffusion import build_inpaint_components, composite, inpaint_latents, sample_inpaint
 
 from acbench.errors import UserError
-from acbench_methods.diffusion import build_inpaint_components, composite, inpaint_latents, sample_inpaint
 
 torch.set_num_threads(1)
 
@@ -50,7 +50,11 @@ def test_real_loading_from_a_saved_folder_reproduces_the_networks(tiny, tmp_path
     pipe.save_pretrained(tmp_path / "sd-inpaint")
     loaded = build_inpaint_components("sd15", "pretrained", path=tmp_path / "sd-inpaint")
     assert not loaded.random_weights and loaded.source == str(tmp_path / "sd-inpaint")
-    for mine, theirs in ((loaded.unet, tiny.unet), (loaded.vae, tiny.vae), (loaded.text_encoder, tiny.text_encoder)):
+    for mine, theirs in (
+        (loaded.unet, tiny.unet),
+        (loaded.vae, tiny.vae),
+        (loaded.text_encoder, tiny.text_encoder),
+    ):
         ref = theirs.state_dict()
         assert all(torch.equal(v, ref[k]) for k, v in mine.state_dict().items())
     assert torch.allclose(_unet_output(loaded), _unet_output(tiny), atol=1e-5)
@@ -94,7 +98,7 @@ def test_inpaint_latents_blank_the_mask_and_match_the_latent_grid(tiny):
 def test_same_seed_same_image_and_batching_does_not_change_an_image(tiny):
     pipe = tiny.pipeline()
     images, masks = _images(3)
-    kw = dict(steps=3, strength=0.7, guidance=3.0)
+    kw = {"steps": 3, "strength": 0.7, "guidance": 3.0}
     batch = sample_inpaint(pipe, images, masks, ["a crack"] * 3, [5, 6, 7], **kw)
     again = sample_inpaint(pipe, images, masks, ["a crack"] * 3, [5, 6, 7], **kw)
     alone = sample_inpaint(pipe, images[1:2], masks[1:2], ["a crack"], [6], **kw)

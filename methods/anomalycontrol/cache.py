@@ -20,7 +20,9 @@ from acbench.data.io import atomic_write
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("ACBENCH_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "acbench")
+    root = os.environ.get("ACBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "acbench"
+    )
     return Path(root).expanduser() / "anomalycontrol" / "csm"
 
 
@@ -44,16 +46,27 @@ class FeatureCache:
     @staticmethod
     def key(fingerprint: str, ref: Reference, settings: str) -> str:
         digest = hashlib.sha256()
-        for part in (fingerprint.encode(), np.ascontiguousarray(ref.image).tobytes(),
-                     np.packbits(np.asarray(ref.mask, dtype=bool)).tobytes(), ref.caption.encode(), settings.encode()):
+        for part in (
+            fingerprint.encode(),
+            np.ascontiguousarray(ref.image).tobytes(),
+            np.packbits(np.asarray(ref.mask, dtype=bool)).tobytes(),
+            ref.caption.encode(),
+            settings.encode(),
+        ):
             digest.update(hashlib.sha256(part).digest())
         return digest.hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def get_or_compute(self, fingerprint: str, refs: Sequence[Reference], settings: str,
-                       compute: Callable[[list[Reference]], torch.Tensor], batch_size: int = 16) -> torch.Tensor:
+    def get_or_compute(
+        self,
+        fingerprint: str,
+        refs: Sequence[Reference],
+        settings: str,
+        compute: Callable[[list[Reference]], torch.Tensor],
+        batch_size: int = 16,
+    ) -> torch.Tensor:
         """Features (N x dim, CPU float32) of `refs`, computing only the missing ones, in batches."""
         keys = [self.key(fingerprint, r, settings) for r in refs]
         found: dict[str, torch.Tensor] = {}
@@ -69,6 +82,8 @@ class FeatureCache:
             for i, feature in zip(chunk, features):
                 found[keys[i]] = feature.contiguous()
                 if self.root is not None:
-                    atomic_write(self._path(keys[i]), lambda tmp, f=feature: save_file({"feature": f.contiguous()},
-                                                                                        str(tmp)))
+                    atomic_write(
+                        self._path(keys[i]),
+                        lambda tmp, f=feature: save_file({"feature": f.contiguous()}, str(tmp)),
+                    )
         return torch.stack([found[k] for k in keys])

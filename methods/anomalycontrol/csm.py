@@ -45,8 +45,12 @@ class CSMResult:
 class CrossModalSemantics:
     """The frozen BLIP-2 Q-Former feature extractor with ASEA guidance."""
 
-    def __init__(self, model: Blip2ForImageTextRetrieval, tokenizer: PreTrainedTokenizerBase,
-                 image_processor: BlipImageProcessor) -> None:
+    def __init__(
+        self,
+        model: Blip2ForImageTextRetrieval,
+        tokenizer: PreTrainedTokenizerBase,
+        image_processor: BlipImageProcessor,
+    ) -> None:
         model.qformer.set_attn_implementation("eager")  # SDPA cannot return the attention probabilities
         self.model = model.requires_grad_(False).eval()
         self.tokenizer = tokenizer
@@ -68,8 +72,12 @@ class CrossModalSemantics:
 
         model = self.model
         digest = hashlib.sha256()
-        for tensor in (model.query_tokens, model.vision_model.embeddings.patch_embedding.weight,
-                       model.embeddings.word_embeddings.weight, list(model.qformer.parameters())[-1]):
+        for tensor in (
+            model.query_tokens,
+            model.vision_model.embeddings.patch_embedding.weight,
+            model.embeddings.word_embeddings.weight,
+            list(model.qformer.parameters())[-1],
+        ):
             digest.update(tensor.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
 
@@ -84,8 +92,13 @@ class CrossModalSemantics:
         m = F.interpolate(F.interpolate(m, size=(size, size)), size=(self.grid, self.grid))
         return m[:, 0].flatten(1).to(self.device)
 
-    def _qformer(self, image_embeds: torch.Tensor, ids: torch.Tensor | None, text_mask: torch.Tensor | None,
-                 with_attentions: bool):
+    def _qformer(
+        self,
+        image_embeds: torch.Tensor,
+        ids: torch.Tensor | None,
+        text_mask: torch.Tensor | None,
+        with_attentions: bool,
+    ):
         model = self.model
         batch = image_embeds.shape[0]
         queries = model.query_tokens.expand(batch, -1, -1)
@@ -94,11 +107,15 @@ class CrossModalSemantics:
         attention_mask = torch.ones(batch, n_query, dtype=torch.long, device=self.device)
         if text_mask is not None:
             attention_mask = torch.cat([attention_mask, text_mask], dim=1)
-        out = model.qformer(query_embeds=embeddings, query_length=n_query, attention_mask=attention_mask,
-                            encoder_hidden_states=image_embeds,
-                            encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long,
-                                                              device=self.device),
-                            output_attentions=with_attentions, return_dict=True)
+        out = model.qformer(
+            query_embeds=embeddings,
+            query_length=n_query,
+            attention_mask=attention_mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device),
+            output_attentions=with_attentions,
+            return_dict=True,
+        )
         features = out.last_hidden_state[:, :n_query].mean(dim=1)
         return features, out.cross_attentions
 
@@ -111,15 +128,28 @@ class CrossModalSemantics:
     def mask_share(attention: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
         return (attention * patch_mask).sum(-1) / attention.sum(-1)
 
-    def __call__(self, images: Sequence[np.ndarray], texts: Sequence[str] | None, masks: Sequence[np.ndarray],
-                 asea_steps: int = 5, asea_lr: float = 0.1) -> CSMResult:
+    def __call__(
+        self,
+        images: Sequence[np.ndarray],
+        texts: Sequence[str] | None,
+        masks: Sequence[np.ndarray],
+        asea_steps: int = 5,
+        asea_lr: float = 0.1,
+    ) -> CSMResult:
         """Features of reference (image, text, mask) triples; `texts=None` is the image-only ablation."""
         with torch.no_grad():
-            image_embeds = self.model.vision_model(pixel_values=self._pixels(images)).last_hidden_state.float()
+            image_embeds = self.model.vision_model(
+                pixel_values=self._pixels(images)
+            ).last_hidden_state.float()
         ids = text_mask = None
         if texts is not None:
-            tokens = self.tokenizer([clean_caption(t) for t in texts], padding="longest", truncation=True,
-                                    max_length=MAX_TEXT_TOKENS, return_tensors="pt").to(self.device)
+            tokens = self.tokenizer(
+                [clean_caption(t) for t in texts],
+                padding="longest",
+                truncation=True,
+                max_length=MAX_TEXT_TOKENS,
+                return_tensors="pt",
+            ).to(self.device)
             ids, text_mask = tokens.input_ids, tokens.attention_mask
         if asea_steps <= 0:
             with torch.no_grad():

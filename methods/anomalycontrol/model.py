@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-
-from acbench.weights import Policy
 from acbench_methods.anomalycontrol.cache import FeatureCache, Reference, default_cache_dir
 from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
 from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import InpaintComponents, build_inpaint_components, composite, sample_inpaint
+from PIL import Image
+
+from acbench.weights import Policy
 
 
 def resize_rgb(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -53,27 +53,44 @@ class AnomalyControlModel:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, options: AnomalyControlOptions, policy: Policy = "pretrained", device: str = "cpu",
-              seed: int = 0, architecture: str | None = None) -> AnomalyControlModel:
+    def build(
+        cls,
+        options: AnomalyControlOptions,
+        policy: Policy = "pretrained",
+        device: str = "cpu",
+        seed: int = 0,
+        architecture: str | None = None,
+    ) -> AnomalyControlModel:
         """`architecture` overrides the preset's networks (e.g. `sd15-arch`: full size, random weights)."""
         preset = MODELS[architecture or options.model]
         dtype = compute_dtype(device)
-        components = build_inpaint_components(preset.diffusion, policy, options.sd_inpainting_path, seed, dtype)
+        components = build_inpaint_components(
+            preset.diffusion, policy, options.sd_inpainting_path, seed, dtype
+        )
         components.to(device, dtype)
         csm, adapter, csm_random = None, None, False
         if options.ablation != "no_sga":
-            csm_model = "tiny" if preset.diffusion == "tiny" else ("sd15" if preset.diffusion == "sd15" else "arch")
+            csm_model = (
+                "tiny" if preset.diffusion == "tiny" else ("sd15" if preset.diffusion == "sd15" else "arch")
+            )
             csm, csm_random = build_csm(csm_model, policy, options.blip2_path, seed)
             csm.model.to(device)
             csm.model.vision_model.to(dtype)
-            adapter = SemanticGuidedAdapter(components.unet, csm.feature_dim, preset.proj_dim, preset.num_tokens)
+            adapter = SemanticGuidedAdapter(
+                components.unet, csm.feature_dim, preset.proj_dim, preset.num_tokens
+            )
             if options.ip_adapter_path is not None:
                 adapter.load_ip_adapter(options.ip_adapter_path)
             adapter.to(device)
             adapter.attach(components.unet)
         random_weights = components.random_weights or csm_random
-        provenance = {"random_weights": random_weights, "model": options.model, "ablation": options.ablation,
-                      "inpainting": components.source, "csm_random_weights": csm_random}
+        provenance = {
+            "random_weights": random_weights,
+            "model": options.model,
+            "ablation": options.ablation,
+            "inpainting": components.source,
+            "csm_random_weights": csm_random,
+        }
         cache = FeatureCache(options.cache_dir or default_cache_dir())
         return cls(options, preset, components, csm, adapter, cache, device, provenance)
 
@@ -92,8 +109,13 @@ class AnomalyControlModel:
         use_text = self.options.ablation != "no_csm"
 
         def compute(batch: list[Reference]) -> torch.Tensor:
-            return self.csm([r.image for r in batch], [r.caption for r in batch] if use_text else None,
-                            [r.mask for r in batch], self.asea_steps, self.options.asea_lr).features
+            return self.csm(
+                [r.image for r in batch],
+                [r.caption for r in batch] if use_text else None,
+                [r.mask for r in batch],
+                self.asea_steps,
+                self.options.asea_lr,
+            ).features
 
         return self.cache.get_or_compute(self.csm.fingerprint(), refs, self.csm_settings, compute)
 
@@ -107,8 +129,14 @@ class AnomalyControlModel:
             self._pipeline = self.components.pipeline()
         return self._pipeline
 
-    def generate(self, normals: Sequence[np.ndarray], masks: Sequence[np.ndarray], prompts: Sequence[str],
-                 seeds: Sequence[int], features: torch.Tensor | None = None) -> list[np.ndarray]:
+    def generate(
+        self,
+        normals: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        features: torch.Tensor | None = None,
+    ) -> list[np.ndarray]:
         """Paint one defect per normal image under its mask, in one batched pipeline call.
 
         Images of any size are sampled at the preset's resolution and returned at their own size,
@@ -121,9 +149,18 @@ class AnomalyControlModel:
             positive = features.to(self.device)[:, None]
             embeds = torch.cat([torch.zeros_like(positive), positive]) if opts.guidance > 1 else positive
             kwargs["ip_adapter_image_embeds"] = [embeds]
-        generated = sample_inpaint(self.pipeline(), [resize_rgb(n, size) for n in normals],
-                                   [resize_mask(m, size) for m in masks], prompts, seeds, self.inference_steps,
-                                   opts.strength, opts.guidance, opts.negative_prompt, **kwargs)
+        generated = sample_inpaint(
+            self.pipeline(),
+            [resize_rgb(n, size) for n in normals],
+            [resize_mask(m, size) for m in masks],
+            prompts,
+            seeds,
+            self.inference_steps,
+            opts.strength,
+            opts.guidance,
+            opts.negative_prompt,
+            **kwargs,
+        )
         out = []
         for image, normal, mask in zip(generated, normals, masks):
             image = resize_rgb(image, normal.shape[:2])

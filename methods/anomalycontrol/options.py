@@ -19,15 +19,20 @@ class MaskSourceOption(BaseModel):
 class AnomalyControlOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: Literal["sd15", "tiny"] = Field("sd15", description="sd15: SD-1.5-inpainting + BLIP-2 ITM ViT-g; "
-                                           "tiny: small random networks (tests, CPU demo)")
+    model: Literal["sd15", "tiny"] = Field(
+        "sd15",
+        description="sd15: SD-1.5-inpainting + BLIP-2 ITM ViT-g; "
+        "tiny: small random networks (tests, CPU demo)",
+    )
     schedule: Literal["paper", "fast", "tiny"] = "paper"
     ablation: Literal["full", "no_csm", "no_asea", "no_sga"] = "full"
     per_category: bool = Field(False, description="one adapter per category instead of one for the dataset")
     # weights (each: a local folder/file; else the HF cache / hub, see acbench.weights)
     sd_inpainting_path: Path | None = None
     blip2_path: Path | None = None
-    ip_adapter_path: Path | None = Field(None, description="ip-adapter_sd15.safetensors/.bin to initialise SGA")
+    ip_adapter_path: Path | None = Field(
+        None, description="ip-adapter_sd15.safetensors/.bin to initialise SGA"
+    )
     # CSM / ASEA
     asea_steps: int = Field(5, ge=0, description="ASEA passes (the reference: 5 Adam steps)")
     asea_lr: float = Field(0.1, gt=0)
@@ -45,9 +50,11 @@ class AnomalyControlOptions(BaseModel):
     guidance: float = Field(7.0, ge=1)
     negative_prompt: str = "monochrome, lowres, bad anatomy, worst quality, low quality"
     prompt: Literal["reference", "template"] = Field(
-        "reference", description="target text: the reference's caption (as released) or the template")
+        "reference", description="target text: the reference's caption (as released) or the template"
+    )
     references: Literal["category", "dataset"] = Field(
-        "category", description="draw references from this category, or from any category (non-matching)")
+        "category", description="draw references from this category, or from any category (non-matching)"
+    )
     composite: Literal["inside", "blurred", "off"] = "inside"
     blur_sigma: float = Field(5.0, ge=0, description="soft-edge sigma in px at 512 px (scaled with size)")
     batch_size: int = Field(8, ge=1, description="images per pipeline call")

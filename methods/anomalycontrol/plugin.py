@@ -11,20 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from acbench_methods.anomalycontrol.cache import Reference
+from acbench_methods.anomalycontrol.model import AnomalyControlModel
+from acbench_methods.anomalycontrol.options import AnomalyControlOptions
+from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, SCHEDULES
+from acbench_methods.anomalycontrol.references import (
+    TargetMasks,
+    load_captions,
+    reference_entry,
+    reference_of,
+)
+from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
+from acbench_methods.anomalycontrol.train import prepare_training_set, train_adapter
+from acbench_methods.diffusion.components import SD15_INPAINT_REPO
 
 from acbench.data.category import CategoryData
 from acbench.data.io import load_mask, load_rgb
 from acbench.errors import UserError
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
-from acbench_methods.anomalycontrol.cache import Reference
-from acbench_methods.anomalycontrol.model import AnomalyControlModel
-from acbench_methods.anomalycontrol.options import AnomalyControlOptions
-from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, SCHEDULES
-from acbench_methods.anomalycontrol.references import (TargetMasks, load_captions, reference_entry,
-                                                       reference_of)
-from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
-from acbench_methods.anomalycontrol.train import prepare_training_set, train_adapter
-from acbench_methods.diffusion.components import SD15_INPAINT_REPO
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +56,19 @@ class AnomalyControl(Synthesizer):
     def required_weights(self) -> list[WeightRequirement]:
         if self.options.model == "tiny":
             return []
-        needed = [WeightRequirement("stable-diffusion-inpainting", f"SD-1.5-inpainting ({SD15_INPAINT_REPO})")]
+        needed = [
+            WeightRequirement("stable-diffusion-inpainting", f"SD-1.5-inpainting ({SD15_INPAINT_REPO})")
+        ]
         if self.options.ablation != "no_sga":
-            needed.append(WeightRequirement("blip2-itm-vit-g", f"BLIP-2 Q-Former with text input ({BLIP2_ITM_REPO})"))
+            needed.append(
+                WeightRequirement("blip2-itm-vit-g", f"BLIP-2 Q-Former with text input ({BLIP2_ITM_REPO})")
+            )
             if self.options.ip_adapter_path is not None:
-                needed.append(WeightRequirement("ip-adapter-sd15", f"SGA initialisation ({self.options.ip_adapter_path})"))
+                needed.append(
+                    WeightRequirement(
+                        "ip-adapter-sd15", f"SGA initialisation ({self.options.ip_adapter_path})"
+                    )
+                )
         return needed
 
     def provenance(self) -> dict[str, Any]:
@@ -74,56 +86,106 @@ class AnomalyControl(Synthesizer):
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
         workdir = Path(workdir)
         model = self.model(device, seed)
-        info: dict[str, Any] = {"model": self.options.model, "ablation": self.options.ablation, "adapters": {},
-                                "provenance": model.provenance}
+        info: dict[str, Any] = {
+            "model": self.options.model,
+            "ablation": self.options.ablation,
+            "adapters": {},
+            "provenance": model.provenance,
+        }
         if model.adapter is not None:
-            groups = {c.category: [c] for c in categories} if self.options.per_category else {
-                DATASET_ADAPTER: categories}
+            groups = (
+                {c.category: [c] for c in categories}
+                if self.options.per_category
+                else {DATASET_ADAPTER: categories}
+            )
             for name, group in groups.items():
                 info["adapters"][name] = self._fit_group(model, name, group, workdir, seed, device)
         (workdir / FIT_INFO).write_text(json.dumps(info, indent=1, default=str))
         captions = load_captions(self.options.captions)
-        table = [reference_entry(ex, data, captions, self.options.caption_template)
-                 for data in categories for examples in data.synthesis.values() for ex in examples]
+        table = [
+            reference_entry(ex, data, captions, self.options.caption_template)
+            for data in categories
+            for examples in data.synthesis.values()
+            for ex in examples
+        ]
         (workdir / REFERENCES).write_text(json.dumps(table, indent=1))
 
-    def _fit_group(self, model: AnomalyControlModel, name: str, categories: list[CategoryData], workdir: Path,
-                   seed: int, device: str) -> dict[str, Any]:
+    def _fit_group(
+        self,
+        model: AnomalyControlModel,
+        name: str,
+        categories: list[CategoryData],
+        workdir: Path,
+        seed: int,
+        device: str,
+    ) -> dict[str, Any]:
         opts, size = self.options, model.preset.resolution
         captions = load_captions(opts.captions)
-        refs = [reference_of(ex, data, captions, opts.caption_template, size)
-                for data in categories for atype in sorted(data.synthesis) for ex in data.synthesis[atype]]
+        refs = [
+            reference_of(ex, data, captions, opts.caption_template, size)
+            for data in categories
+            for atype in sorted(data.synthesis)
+            for ex in data.synthesis[atype]
+        ]
         if not refs:
-            raise UserError(f"anomalycontrol: no real anomalies to train on in {[c.category for c in categories]} "
-                            "(the synthesis split is empty)")
-        fresh = SemanticGuidedAdapter(model.components.unet, model.csm.feature_dim, model.preset.proj_dim,
-                                      model.preset.num_tokens)  # each group starts from the same init
+            raise UserError(
+                f"anomalycontrol: no real anomalies to train on in {[c.category for c in categories]} "
+                "(the synthesis split is empty)"
+            )
+        fresh = SemanticGuidedAdapter(
+            model.components.unet, model.csm.feature_dim, model.preset.proj_dim, model.preset.num_tokens
+        )  # each group starts from the same init
         if opts.ip_adapter_path is not None:
             fresh.load_ip_adapter(opts.ip_adapter_path)
         model.adapter.load_state_dict(fresh.state_dict())
         features = model.reference_features(refs)
-        data = prepare_training_set(model.components, [r.image for r in refs], [r.mask for r in refs],
-                                    [r.caption for r in refs], features)
+        data = prepare_training_set(
+            model.components,
+            [r.image for r in refs],
+            [r.mask for r in refs],
+            [r.caption for r in refs],
+            features,
+        )
         schedule = SCHEDULES[opts.schedule]
         checkpoints = self._checkpoint_dir(workdir, name, categories, seed)
-        mixed = opts.mixed_precision if opts.mixed_precision != "auto" else (
-            "fp16" if device.startswith("cuda") else "no")
-        report = train_adapter(model.components, model.adapter, data, steps=opts.train_steps or schedule.train_steps,
-                               batch_size=schedule.batch_size, grad_accumulation=schedule.grad_accumulation,
-                               learning_rate=schedule.learning_rate, seed=seed, checkpoint_dir=checkpoints,
-                               checkpoint_every=schedule.checkpoint_every, device=device, mixed_precision=mixed,
-                               train_scale=opts.train_scale)
+        mixed = (
+            opts.mixed_precision
+            if opts.mixed_precision != "auto"
+            else ("fp16" if device.startswith("cuda") else "no")
+        )
+        report = train_adapter(
+            model.components,
+            model.adapter,
+            data,
+            steps=opts.train_steps or schedule.train_steps,
+            batch_size=schedule.batch_size,
+            grad_accumulation=schedule.grad_accumulation,
+            learning_rate=schedule.learning_rate,
+            seed=seed,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=schedule.checkpoint_every,
+            device=device,
+            mixed_precision=mixed,
+            train_scale=opts.train_scale,
+        )
         filename = f"adapter-{name}.safetensors"
         model.adapter.save(workdir / filename)
         shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is in the artifact now
         self.last_train_reports[name] = report
-        return {"file": filename, "images": len(refs), "steps": report.steps, "resumed_from": report.resumed_from,
-                "final_loss": report.losses[-1] if report.losses else None}
+        return {
+            "file": filename,
+            "images": len(refs),
+            "steps": report.steps,
+            "resumed_from": report.resumed_from,
+            "final_loss": report.losses[-1] if report.losses else None,
+        }
 
     def _checkpoint_dir(self, workdir: Path, name: str, categories: list[CategoryData], seed: int) -> Path:
         """Outside the job's temporary folder, so an interrupted fit resumes where it stopped."""
-        key = json.dumps([self.options.model_dump(mode="json"), sorted(c.category for c in categories), seed, name],
-                         sort_keys=True)
+        key = json.dumps(
+            [self.options.model_dump(mode="json"), sorted(c.category for c in categories), seed, name],
+            sort_keys=True,
+        )
         return workdir.parent / ".anomalycontrol-checkpoints" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ generate
@@ -132,11 +194,15 @@ class AnomalyControl(Synthesizer):
         if model.adapter is None:
             return model
         if request.fit_dir is None or not (Path(request.fit_dir) / FIT_INFO).is_file():
-            raise UserError("anomalycontrol: generate needs the fit artifact (its adapter); run the fit stage first")
+            raise UserError(
+                "anomalycontrol: generate needs the fit artifact (its adapter); run the fit stage first"
+            )
         info = json.loads((Path(request.fit_dir) / FIT_INFO).read_text())
         if info["model"] != self.options.model or info["ablation"] != self.options.ablation:
-            raise UserError(f"{request.fit_dir}: adapter was trained for model '{info['model']}' / ablation "
-                            f"'{info['ablation']}', not '{self.options.model}' / '{self.options.ablation}'")
+            raise UserError(
+                f"{request.fit_dir}: adapter was trained for model '{info['model']}' / ablation "
+                f"'{info['ablation']}', not '{self.options.model}' / '{self.options.ablation}'"
+            )
         entry = info["adapters"].get(data.category) or info["adapters"].get(DATASET_ADAPTER)
         if entry is None:
             raise UserError(f"{request.fit_dir}: no adapter for category '{data.category}'")
@@ -162,17 +228,23 @@ class AnomalyControl(Synthesizer):
                 index = int(rng.integers(len(data.normal_train)))
                 normal = data.normal_image(index)
                 target = masks.sample(data, request.anomaly_type, normal, rng)
-                batch.append((index, normal, target, int(rng.integers(len(pool))), int(rng.integers(2**31 - 1))))
+                batch.append(
+                    (index, normal, target, int(rng.integers(len(pool))), int(rng.integers(2**31 - 1)))
+                )
             new = sorted({b[3] for b in batch} - set(refs))
             for i in new:
-                refs[i] = Reference(load_rgb(pool[i]["image"], size), load_mask(pool[i]["mask"], size),
-                                    pool[i]["caption"])
+                refs[i] = Reference(
+                    load_rgb(pool[i]["image"], size), load_mask(pool[i]["mask"], size), pool[i]["caption"]
+                )
             if model.adapter is not None and new:  # one CSM feature per reference, computed once
                 features.update(zip(new, model.reference_features([refs[i] for i in new])))
-            batch_features = torch.stack([features[b[3]] for b in batch]) if model.adapter is not None else None
+            batch_features = (
+                torch.stack([features[b[3]] for b in batch]) if model.adapter is not None else None
+            )
             prompts = [self._prompt(refs[b[3]], data, request.anomaly_type) for b in batch]
-            images = model.generate([b[1] for b in batch], [b[2] for b in batch], prompts, [b[4] for b in batch],
-                                    batch_features)
+            images = model.generate(
+                [b[1] for b in batch], [b[2] for b in batch], prompts, [b[4] for b in batch], batch_features
+            )
             for b, image in zip(batch, images):
                 source = data.normal_train[b[0]].relative_to(data.root).as_posix()
                 yield Sample(image, b[2], request.anomaly_type, source)
@@ -180,24 +252,32 @@ class AnomalyControl(Synthesizer):
     def _reference_pool(self, data: CategoryData, request: GenerationRequest) -> list[dict[str, str]]:
         """Reference anomalies: this category's of the type, or (`references: dataset`) any category's."""
         atype = request.anomaly_type
-        if self.options.references == "dataset" and request.fit_dir is not None \
-                and (Path(request.fit_dir) / REFERENCES).is_file():
+        if (
+            self.options.references == "dataset"
+            and request.fit_dir is not None
+            and (Path(request.fit_dir) / REFERENCES).is_file()
+        ):
             table = json.loads((Path(request.fit_dir) / REFERENCES).read_text())
             pool = [r for r in table if r["anomaly_type"] == atype] or table
         else:
             captions = load_captions(self.options.captions)
-            pool = [reference_entry(ex, data, captions, self.options.caption_template)
-                    for ex in data.synthesis.get(atype) or []]
+            pool = [
+                reference_entry(ex, data, captions, self.options.caption_template)
+                for ex in data.synthesis.get(atype) or []
+            ]
         if not pool:
-            raise UserError(f"anomalycontrol: no reference of type '{atype}' in {data.category} "
-                            "(the synthesis split is empty for it)")
+            raise UserError(
+                f"anomalycontrol: no reference of type '{atype}' in {data.category} "
+                "(the synthesis split is empty for it)"
+            )
         return pool
 
     def _prompt(self, ref: Reference, data: CategoryData, anomaly_type: str) -> str:
         if self.options.prompt == "reference":
             return ref.caption
-        return self.options.caption_template.format(category=data.category.replace("_", " "),
-                                                    defect=data.text(anomaly_type))
+        return self.options.caption_template.format(
+            category=data.category.replace("_", " "), defect=data.text(anomaly_type)
+        )
 
 
 __all__ = ["AnomalyControl"]

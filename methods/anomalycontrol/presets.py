@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (AutoProcessor, BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval,
-                          BlipImageProcessor)
+from acbench_methods.anomalycontrol.csm import CrossModalSemantics
+from transformers import (
+    AutoProcessor,
+    BertTokenizer,
+    Blip2Config,
+    Blip2ForImageTextRetrieval,
+    BlipImageProcessor,
+)
 
 from acbench.errors import UserError
 from acbench.weights import Policy, resolve_hf
-from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +58,67 @@ SCHEDULES = {
 }
 
 # Published config of Salesforce/blip2-itm-vit-g: EVA ViT-g/14 at 224 px, BERT-base Q-Former, 32 queries.
-BLIP2_ITM_CONFIG = dict(
-    vision_config=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
-                       image_size=224, patch_size=14, qkv_bias=True),
-    qformer_config=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                        encoder_hidden_size=1408, vocab_size=30523, cross_attention_frequency=2,
-                        use_qformer_text_input=True, max_position_embeddings=512),
-    num_query_tokens=32, image_text_hidden_size=256)
-TINY_BLIP2_CONFIG = dict(
-    vision_config=dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       image_size=64, patch_size=8),
-    qformer_config=dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
-                        encoder_hidden_size=48, cross_attention_frequency=2, use_qformer_text_input=True,
-                        max_position_embeddings=64),
-    num_query_tokens=8, image_text_hidden_size=16)
+BLIP2_ITM_CONFIG = {
+    "vision_config": {
+        "hidden_size": 1408,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 39,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "qkv_bias": True,
+    },
+    "qformer_config": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "encoder_hidden_size": 1408,
+        "vocab_size": 30523,
+        "cross_attention_frequency": 2,
+        "use_qformer_text_input": True,
+        "max_position_embeddings": 512,
+    },
+    "num_query_tokens": 32,
+    "image_text_hidden_size": 256,
+}
+TINY_BLIP2_CONFIG = {
+    "vision_config": {
+        "hidden_size": 48,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 64,
+        "patch_size": 8,
+    },
+    "qformer_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "encoder_hidden_size": 48,
+        "cross_attention_frequency": 2,
+        "use_qformer_text_input": True,
+        "max_position_embeddings": 64,
+    },
+    "num_query_tokens": 8,
+    "image_text_hidden_size": 16,
+}
 
 
 def character_bert_tokenizer() -> BertTokenizer:
     """A BERT word-piece tokenizer over single characters: BERT conventions without a vocab file."""
     chars = string.ascii_lowercase + string.digits
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *string.punctuation]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *chars,
+        *(f"##{c}" for c in chars),
+        *string.punctuation,
+    ]
     return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
 
 
@@ -82,7 +128,9 @@ def random_csm(architecture: str, seed: int = 0) -> CrossModalSemantics:
     # the full architecture keeps BERT's vocabulary size so its embedding table has the real shape.
     tokenizer = character_bert_tokenizer()
     cfg = TINY_BLIP2_CONFIG if architecture == "tiny" else BLIP2_ITM_CONFIG
-    qformer = dict(cfg["qformer_config"], vocab_size=max(len(tokenizer), cfg["qformer_config"].get("vocab_size", 0)))
+    qformer = dict(
+        cfg["qformer_config"], vocab_size=max(len(tokenizer), cfg["qformer_config"].get("vocab_size", 0))
+    )
     torch.manual_seed(seed)
     model = Blip2ForImageTextRetrieval(Blip2Config(**{**cfg, "qformer_config": qformer}))
     size = cfg["vision_config"]["image_size"]
@@ -97,20 +145,29 @@ def load_csm(folder: str | Path, dtype: torch.dtype | None = None) -> CrossModal
         model = Blip2ForImageTextRetrieval.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
         processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise UserError(f"{folder}: not a BLIP-2 image-text-retrieval folder ({str(exc).splitlines()[0]}); "
-                        f"download {BLIP2_ITM_REPO}") from None
+        raise UserError(
+            f"{folder}: not a BLIP-2 image-text-retrieval folder ({str(exc).splitlines()[0]}); "
+            f"download {BLIP2_ITM_REPO}"
+        ) from None
     if not model.config.qformer_config.use_qformer_text_input:
         raise UserError(f"{folder}: this BLIP-2 Q-Former has no text input; CSM needs {BLIP2_ITM_REPO}")
     tokenizer = processor.tokenizer
     # transformers silently builds a 5-token tokenizer when the files are missing: check it.
     if len(tokenizer) < 50:
-        raise UserError(f"{folder}: tokenizer has {len(tokenizer)} tokens for a Q-Former vocabulary of "
-                        f"{model.config.qformer_config.vocab_size}; the tokenizer files are missing or corrupt")
+        raise UserError(
+            f"{folder}: tokenizer has {len(tokenizer)} tokens for a Q-Former vocabulary of "
+            f"{model.config.qformer_config.vocab_size}; the tokenizer files are missing or corrupt"
+        )
     return CrossModalSemantics(model, tokenizer, processor.image_processor)
 
 
-def build_csm(model: str, policy: Policy, path: str | Path | None = None, seed: int = 0,
-              dtype: torch.dtype | None = None) -> tuple[CrossModalSemantics, bool]:
+def build_csm(
+    model: str,
+    policy: Policy,
+    path: str | Path | None = None,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> tuple[CrossModalSemantics, bool]:
     """(extractor, random_weights) for a model preset."""
     if model == "sd15":
         resolution = resolve_hf("blip2-itm-vit-g", BLIP2_ITM_REPO, policy, path)

@@ -55,15 +55,22 @@ def _hidden_size(unet: UNet2DConditionModel, name: str) -> int:
 class SemanticGuidedAdapter(nn.Module):
     """The trainable part of AnomalyControl: projection + one decoupled processor per cross-attention."""
 
-    def __init__(self, unet: UNet2DConditionModel, feature_dim: int, proj_dim: int = 1024, num_tokens: int = 4,
-                 scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        feature_dim: int,
+        proj_dim: int = 1024,
+        num_tokens: int = 4,
+        scale: float = 1.0,
+    ) -> None:
         super().__init__()
         cad = unet.config.cross_attention_dim
         self.projection = SemanticProjection(feature_dim, proj_dim, cad, num_tokens)
         self.layer_names = _cross_attention_names(unet)
         self.layers = nn.ModuleList(
             IPAdapterAttnProcessor2_0(_hidden_size(unet, n), cad, num_tokens=(num_tokens,), scale=scale)
-            for n in self.layer_names)
+            for n in self.layer_names
+        )
         self._init_from_text_projections(unet)
 
     def _init_from_text_projections(self, unet: UNet2DConditionModel) -> None:
@@ -105,10 +112,12 @@ class SemanticGuidedAdapter(nn.Module):
         else:
             nested = torch.load(path, map_location="cpu", weights_only=True)
             flat = {f"{group}.{k}": v for group, sd in nested.items() for k, v in sd.items()}
-        mapping = {"projection.image_proj.image_embeds.weight": "image_proj.proj.weight",
-                   "projection.image_proj.image_embeds.bias": "image_proj.proj.bias",
-                   "projection.image_proj.norm.weight": "image_proj.norm.weight",
-                   "projection.image_proj.norm.bias": "image_proj.norm.bias"}
+        mapping = {
+            "projection.image_proj.image_embeds.weight": "image_proj.proj.weight",
+            "projection.image_proj.image_embeds.bias": "image_proj.proj.bias",
+            "projection.image_proj.norm.weight": "image_proj.norm.weight",
+            "projection.image_proj.norm.bias": "image_proj.norm.bias",
+        }
         for i in range(len(self.layers)):  # IP-Adapter numbers all processors; cross-attentions are odd
             for kv in ("k", "v"):
                 mapping[f"layers.{i}.to_{kv}_ip.0.weight"] = f"ip_adapter.{2 * i + 1}.to_{kv}_ip.weight"
@@ -116,8 +125,10 @@ class SemanticGuidedAdapter(nn.Module):
         missing = [src for src in mapping.values() if src not in flat]
         bad = [dst for dst, src in mapping.items() if src in flat and flat[src].shape != own[dst].shape]
         if missing or bad:
-            raise UserError(f"{path}: not an IP-Adapter checkpoint for this UNet "
-                            f"({'missing ' + missing[0] if missing else 'shape mismatch at ' + bad[0]})")
+            raise UserError(
+                f"{path}: not an IP-Adapter checkpoint for this UNet "
+                f"({'missing ' + missing[0] if missing else 'shape mismatch at ' + bad[0]})"
+            )
         with torch.no_grad():
             for dst, src in mapping.items():
                 own[dst].copy_(flat[src])
@@ -130,9 +141,12 @@ class SemanticGuidedAdapter(nn.Module):
         try:
             tensors = load_file(str(path))
         except (OSError, FileNotFoundError) as exc:
-            raise UserError(f"{path}: cannot read the AnomalyControl adapter ({exc.__class__.__name__})") from None
+            raise UserError(
+                f"{path}: cannot read the AnomalyControl adapter ({exc.__class__.__name__})"
+            ) from None
         try:
             self.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
-            raise UserError(f"{path}: adapter does not match this model preset ({str(exc).splitlines()[0]})") \
-                from None
+            raise UserError(
+                f"{path}: adapter does not match this model preset ({str(exc).splitlines()[0]})"
+            ) from None

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from torch import nn
-
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import InpaintComponents
+from accelerate import Accelerator
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,12 @@ class DenoiserWithAdapter(nn.Module):
         self.adapter = adapter
 
     def forward(self, model_input, timesteps, text, features):
-        return self.unet(model_input, timesteps, encoder_hidden_states=text,
-                         added_cond_kwargs={"image_embeds": [features[:, None]]}).sample
+        return self.unet(
+            model_input,
+            timesteps,
+            encoder_hidden_states=text,
+            added_cond_kwargs={"image_embeds": [features[:, None]]},
+        ).sample
 
 
 def _images_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -73,28 +76,44 @@ def _images_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prepare_training_set(components: InpaintComponents, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                         captions: Sequence[str], features: torch.Tensor, batch_size: int = 8) -> TrainingSet:
+def prepare_training_set(
+    components: InpaintComponents,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    captions: Sequence[str],
+    features: torch.Tensor,
+    batch_size: int = 8,
+) -> TrainingSet:
     """Encode images, masked images (mask region blanked) and captions once with the frozen networks."""
     vae, device = components.vae, components.vae.device
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("lm", "ls", "mm", "ms", "mask")}
     for start in range(0, len(images), batch_size):
         x = _images_to_tensor(images[start : start + batch_size]).to(device)
-        m = torch.from_numpy(np.stack(masks[start : start + batch_size]).astype(np.float32))[:, None].to(device)
+        m = torch.from_numpy(np.stack(masks[start : start + batch_size]).astype(np.float32))[:, None].to(
+            device
+        )
         latent = vae.encode(x.to(vae.dtype)).latent_dist
         masked = vae.encode((x * (m < 0.5)).to(vae.dtype)).latent_dist
         for key, value in (("lm", latent.mean), ("ls", latent.std), ("mm", masked.mean), ("ms", masked.std)):
             parts[key].append(value.float().cpu())
         parts["mask"].append(F.interpolate(m, size=latent.mean.shape[-2:]).cpu())
-    return TrainingSet(*(torch.cat(parts[k]) for k in ("lm", "ls", "mm", "ms", "mask")),
-                       text=encode_text(components, captions), empty_text=encode_text(components, [""]),
-                       features=features.float().cpu())
+    return TrainingSet(
+        *(torch.cat(parts[k]) for k in ("lm", "ls", "mm", "ms", "mask")),
+        text=encode_text(components, captions),
+        empty_text=encode_text(components, [""]),
+        features=features.float().cpu(),
+    )
 
 
 @torch.no_grad()
 def encode_text(components: InpaintComponents, captions: Sequence[str]) -> torch.Tensor:
-    tok = components.tokenizer(list(captions), padding="max_length", max_length=components.tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt")
+    tok = components.tokenizer(
+        list(captions),
+        padding="max_length",
+        max_length=components.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
     return components.text_encoder(tok.input_ids.to(components.text_encoder.device))[0].float().cpu()
 
 
@@ -102,13 +121,23 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
 
 
-def draw_batch(data: TrainingSet, components: InpaintComponents, batch_size: int, seed: int, micro_step: int,
-               dropout: bool = True) -> dict[str, torch.Tensor]:
+def draw_batch(
+    data: TrainingSet,
+    components: InpaintComponents,
+    batch_size: int,
+    seed: int,
+    micro_step: int,
+    dropout: bool = True,
+) -> dict[str, torch.Tensor]:
     """The inputs of micro-batch `micro_step` (CPU), fully determined by (seed, micro_step)."""
     gen = _step_generator(seed, micro_step)
     idx = torch.randperm(len(data), generator=gen)[: min(batch_size, len(data))]
-    latents = data.latent_mean[idx] + data.latent_std[idx] * torch.randn(data.latent_mean[idx].shape, generator=gen)
-    masked = data.masked_mean[idx] + data.masked_std[idx] * torch.randn(data.masked_mean[idx].shape, generator=gen)
+    latents = data.latent_mean[idx] + data.latent_std[idx] * torch.randn(
+        data.latent_mean[idx].shape, generator=gen
+    )
+    masked = data.masked_mean[idx] + data.masked_std[idx] * torch.randn(
+        data.masked_mean[idx].shape, generator=gen
+    )
     scale = components.vae.config.scaling_factor
     latents, masked = latents * scale, masked * scale
     noise = torch.randn(latents.shape, generator=gen)
@@ -122,13 +151,23 @@ def draw_batch(data: TrainingSet, components: InpaintComponents, batch_size: int
         text[drop_text] = data.empty_text[0]
     noisy = components.scheduler.add_noise(latents, noise, timesteps)
     model_input = torch.cat([noisy, data.mask_latent[idx], masked], dim=1)
-    return {"model_input": model_input, "timesteps": timesteps, "text": text, "features": features, "noise": noise}
+    return {
+        "model_input": model_input,
+        "timesteps": timesteps,
+        "text": text,
+        "features": features,
+        "noise": noise,
+    }
 
 
 def denoising_loss(module: nn.Module, batch: dict[str, torch.Tensor], device, dtype=None) -> torch.Tensor:
     dtype = dtype or torch.float32
-    pred = module(batch["model_input"].to(device, dtype), batch["timesteps"].to(device),
-                  batch["text"].to(device, dtype), batch["features"].to(device))
+    pred = module(
+        batch["model_input"].to(device, dtype),
+        batch["timesteps"].to(device),
+        batch["text"].to(device, dtype),
+        batch["features"].to(device),
+    )
     return F.mse_loss(pred.float(), batch["noise"].to(device).float())
 
 
@@ -137,13 +176,27 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def train_adapter(components: InpaintComponents, adapter: SemanticGuidedAdapter, data: TrainingSet, *,
-                  steps: int, batch_size: int, grad_accumulation: int, learning_rate: float, seed: int,
-                  checkpoint_dir: Path, checkpoint_every: int, device: str = "cpu",
-                  mixed_precision: str = "no", train_scale: float = 0.5, keep_checkpoints: int = 2) -> TrainReport:
+def train_adapter(
+    components: InpaintComponents,
+    adapter: SemanticGuidedAdapter,
+    data: TrainingSet,
+    *,
+    steps: int,
+    batch_size: int,
+    grad_accumulation: int,
+    learning_rate: float,
+    seed: int,
+    checkpoint_dir: Path,
+    checkpoint_every: int,
+    device: str = "cpu",
+    mixed_precision: str = "no",
+    train_scale: float = 0.5,
+    keep_checkpoints: int = 2,
+) -> TrainReport:
     """Train the attached adapter for `steps` optimiser updates, resuming from `checkpoint_dir`."""
-    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accumulation,
-                              cpu=device == "cpu")
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accumulation, cpu=device == "cpu"
+    )
     adapter.to(accelerator.device, torch.float32).requires_grad_(True).set_scale(train_scale)
     components.to(accelerator.device)
     module = DenoiserWithAdapter(components.unet, adapter)
@@ -175,8 +228,9 @@ def train_adapter(components: InpaintComponents, adapter: SemanticGuidedAdapter,
     return report
 
 
-def _save_checkpoint(accelerator: Accelerator, adapter: SemanticGuidedAdapter, optimizer, folder: Path, step: int,
-                     keep: int) -> None:
+def _save_checkpoint(
+    accelerator: Accelerator, adapter: SemanticGuidedAdapter, optimizer, folder: Path, step: int, keep: int
+) -> None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return

@@ -19,4 +19,11 @@ The API is deliberately small:
 from acbench_methods.diffusion.components import InpaintComponents, InpaintPipeline, build_inpaint_components
 from acbench_methods.diffusion.inpaint import composite, inpaint_latents, sample_inpaint
 
-__all__ = ["InpaintComponents", "InpaintPipeline", "build_inpaint_components", "composite", "inpaint_latents", "sample_inpaint"]
+__all__ = [
+    "InpaintComponents",
+    "InpaintPipeline",
+    "build_inpaint_components",
+    "composite",
+    "inpaint_latents",
+    "sample_inpaint",
+]

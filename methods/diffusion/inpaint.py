@@ -15,8 +15,9 @@ from scipy import ndimage
 CompositeMode = Literal["inside", "blurred", "off"]
 
 
-def inpaint_latents(vae: AutoencoderKL, images: torch.Tensor, masks: torch.Tensor,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def inpaint_latents(
+    vae: AutoencoderKL, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Latents of the images, the masks at latent resolution, and latents of the masked images.
 
     `images` are Bx3xHxW in [-1, 1], `masks` Bx1xHxW in {0, 1} (1 = region to paint). Mirrors
@@ -32,9 +33,18 @@ def inpaint_latents(vae: AutoencoderKL, images: torch.Tensor, masks: torch.Tenso
     return latents, mask_latent, masked_latents
 
 
-def sample_inpaint(pipe: StableDiffusionInpaintPipeline, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                   prompts: Sequence[str], seeds: Sequence[int], steps: int = 50, strength: float = 0.7,
-                   guidance: float = 7.0, negative_prompt: str | None = None, **pipe_kwargs: Any) -> list[np.ndarray]:
+def sample_inpaint(
+    pipe: StableDiffusionInpaintPipeline,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int = 50,
+    strength: float = 0.7,
+    guidance: float = 7.0,
+    negative_prompt: str | None = None,
+    **pipe_kwargs: Any,
+) -> list[np.ndarray]:
     """Inpaint a batch in one pipeline call; returns uint8 HxWx3 images at the input size.
 
     One CPU generator per image (seeded with its own seed) draws that image's noise, so an image is
@@ -43,15 +53,30 @@ def sample_inpaint(pipe: StableDiffusionInpaintPipeline, images: Sequence[np.nda
     size = images[0].shape[0]
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     negative = None if negative_prompt is None else [negative_prompt] * len(images)
-    out = pipe(prompt=list(prompts), image=[Image.fromarray(i) for i in images],
-               mask_image=[Image.fromarray(np.asarray(m, dtype=np.uint8) * 255) for m in masks],
-               height=size, width=size, num_inference_steps=steps, strength=strength, guidance_scale=guidance,
-               negative_prompt=negative, generator=generators, output_type="np", **pipe_kwargs).images
+    out = pipe(
+        prompt=list(prompts),
+        image=[Image.fromarray(i) for i in images],
+        mask_image=[Image.fromarray(np.asarray(m, dtype=np.uint8) * 255) for m in masks],
+        height=size,
+        width=size,
+        num_inference_steps=steps,
+        strength=strength,
+        guidance_scale=guidance,
+        negative_prompt=negative,
+        generator=generators,
+        output_type="np",
+        **pipe_kwargs,
+    ).images
     return [np.clip(np.rint(im * 255), 0, 255).astype(np.uint8) for im in out]
 
 
-def composite(generated: np.ndarray, original: np.ndarray, mask: np.ndarray, mode: CompositeMode = "inside",
-              sigma: float = 5.0) -> np.ndarray:
+def composite(
+    generated: np.ndarray,
+    original: np.ndarray,
+    mask: np.ndarray,
+    mode: CompositeMode = "inside",
+    sigma: float = 5.0,
+) -> np.ndarray:
     """Blend generated pixels onto the original under a soft mask (sigma in pixels).
 
     `inside`: the soft edge stays within the mask, so every pixel outside it is the original's (the
