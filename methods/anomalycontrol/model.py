@@ -60,10 +60,14 @@ class AnomalyControlModel:
         device: str = "cpu",
         seed: int = 0,
         architecture: str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> AnomalyControlModel:
-        """`architecture` overrides the preset's networks (e.g. `sd15-arch`: full size, random weights)."""
+        """Build every network once, on `device` in `dtype` (default: fp16 on CUDA, else fp32).
+
+        `architecture` overrides the preset's networks (e.g. `sd15-arch`: full size, random weights).
+        """
         preset = MODELS[architecture or options.model]
-        dtype = compute_dtype(device)
+        dtype = dtype or compute_dtype(device)
         components = build_inpaint_components(
             preset.diffusion, policy, options.sd_inpainting_path, seed, dtype
         )
@@ -81,7 +85,7 @@ class AnomalyControlModel:
             )
             if options.ip_adapter_path is not None:
                 adapter.load_ip_adapter(options.ip_adapter_path)
-            adapter.to(device)
+            adapter.to(device, dtype)
             adapter.attach(components.unet)
         random_weights = components.random_weights or csm_random
         provenance = {
@@ -173,4 +177,3 @@ class AnomalyControlModel:
 
     def load_adapter(self, path: Path) -> None:
         self.adapter.load(path)
-        self.adapter.to(self.device)

@@ -194,6 +194,7 @@ def train_adapter(
     keep_checkpoints: int = 2,
 ) -> TrainReport:
     """Train the attached adapter for `steps` optimiser updates, resuming from `checkpoint_dir`."""
+    inference_dtype = next(adapter.parameters()).dtype
     accelerator = Accelerator(
         mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accumulation, cpu=device == "cpu"
     )
@@ -224,7 +225,7 @@ def train_adapter(
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_checkpoint(accelerator, adapter, optimizer, checkpoint_dir, step + 1, keep_checkpoints)
     module.eval()
-    adapter.requires_grad_(False)
+    adapter.requires_grad_(False).to(dtype=inference_dtype)  # trained in fp32, used like the frozen UNet
     return report
 
 
