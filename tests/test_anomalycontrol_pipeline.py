@@ -239,3 +239,28 @@ def test_sd15_preset_declares_its_weights():
     assert [w.name for w in cls({"model": "sd15", "ablation": "no_sga"}).required_weights()] == [
         "stable-diffusion-inpainting"
     ]
+
+
+def test_a_study_runs_anomalycontrol_through_the_engine(tmp_path, monkeypatch):
+    from acbench.engine.runner import run_study
+    from acbench.protocol import parse_protocol
+
+    monkeypatch.setenv("ACBENCH_CACHE", str(tmp_path / "cache"))  # demo data and CSM features
+    protocol = parse_protocol(
+        {
+            "name": "anomalycontrol-demo",
+            "dataset": {"kind": "demo", "categories": ["brick"], "image_size": SIZE},
+            "methods": [{"name": "anomalycontrol", "options": {"model": "tiny", "schedule": "tiny"}}],
+            "generation": {"per_type": 2},
+            "metrics": ["pair-stats"],
+            "weights": "pretrained-or-random",
+            "executor": {"device": "cpu"},
+        }
+    )
+    result = run_study(protocol, out=tmp_path / "run", report=False)
+    assert not result.failed
+    generated = next((tmp_path / "run" / "artifacts" / "generate").rglob("index.csv")).parent
+    assert len(SyntheticSet(generated)) == 2 * 3
+    marker = json.loads((generated / "DONE.json").read_text())
+    assert marker["provenance"]["random_weights"] is True
+    assert set(result.results["generator_weights"]) == {"random"}
