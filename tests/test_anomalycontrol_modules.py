@@ -9,7 +9,7 @@ import pytest
 import torch
 from acbench_methods.anomalycontrol.cache import FeatureCache, Reference
 from acbench_methods.anomalycontrol.csm import clean_caption
-from acbench_methods.anomalycontrol.presets import build_csm, load_csm, random_csm
+from acbench_methods.anomalycontrol.presets import build_csm, ip_adapter_file, load_csm, random_csm
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import build_inpaint_components
 from safetensors.torch import save_file
@@ -143,14 +143,17 @@ def test_ip_adapter_checkpoint_initialises_projection_and_kv(components, tmp_pat
             state[f"ip_adapter.{2 * i + 1}.to_{kv}_ip.weight"] = torch.randn(
                 layer.hidden_size, cad, generator=g
             )
-    save_file(state, tmp_path / "ip-adapter_sd15.safetensors")
-    adapter.load_ip_adapter(tmp_path / "ip-adapter_sd15.safetensors")
+    (tmp_path / "IP-Adapter" / "models").mkdir(parents=True)
+    save_file(state, tmp_path / "IP-Adapter" / "models" / "ip-adapter_sd15.safetensors")
+    adapter.load_ip_adapter(ip_adapter_file(tmp_path / "IP-Adapter"))  # a copy of the h94/IP-Adapter repo
     assert torch.equal(adapter.projection.image_proj.image_embeds.weight, state["image_proj.proj.weight"])
     assert torch.equal(adapter.layers[3].to_v_ip[0].weight, state["ip_adapter.7.to_v_ip.weight"])
     del state["ip_adapter.5.to_k_ip.weight"]
     save_file(state, tmp_path / "partial.safetensors")
     with pytest.raises(UserError, match="missing ip_adapter.5.to_k_ip.weight"):
         adapter.load_ip_adapter(tmp_path / "partial.safetensors")
+    with pytest.raises(UserError, match="ip_adapter_path"):
+        ip_adapter_file(tmp_path / "nowhere")
 
 
 # ------------------------------------------------------------------------------------------ CSM / ASEA

@@ -212,6 +212,25 @@ def test_plugin_fits_and_generates_through_the_synthesizer_interface(demo, tmp_p
     )
 
 
+def test_per_category_fit_trains_one_adapter_per_category(demo, tmp_path):
+    cls = registry.load("methods", "anomalycontrol")
+    options = {
+        "model": "tiny",
+        "schedule": "tiny",
+        "train_steps": 1,
+        "per_category": True,
+        "cache_dir": str(tmp_path),
+    }
+    method = cls(options)
+    method.fit(demo, tmp_path, seed=0)
+    adapters = json.loads((tmp_path / "anomalycontrol.json").read_text())["adapters"]
+    assert sorted(adapters) == ["brick", "grass"]
+    assert {a["images"] for a in adapters.values()} == {sum(len(x) for x in demo[0].synthesis.values())}
+    grass = cls(options)
+    list(grass.generate(demo[1], GenerationRequest("hole", 1, seed=0, fit_dir=tmp_path)))
+    assert grass._loaded_adapter == tmp_path / adapters["grass"]["file"]
+
+
 def test_plugin_refuses_a_missing_or_mismatched_fit(demo, tmp_path):
     cls = registry.load("methods", "anomalycontrol")
     method = cls({"model": "tiny", "schedule": "tiny", "cache_dir": str(tmp_path)})

@@ -12,7 +12,7 @@ import torch
 from acbench_methods.anomalycontrol.cache import FeatureCache, Reference, default_cache_dir
 from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
-from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm
+from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm, ip_adapter_file
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import InpaintComponents, build_inpaint_components, composite, sample_inpaint
 from PIL import Image
@@ -84,7 +84,7 @@ class AnomalyControlModel:
                 components.unet, csm.feature_dim, preset.proj_dim, preset.num_tokens
             )
             if options.ip_adapter_path is not None:
-                adapter.load_ip_adapter(options.ip_adapter_path)
+                adapter.load_ip_adapter(ip_adapter_file(options.ip_adapter_path))
             adapter.to(device, dtype)
             adapter.attach(components.unet)
         random_weights = components.random_weights or csm_random

@@ -14,7 +14,7 @@ import torch
 from acbench_methods.anomalycontrol.cache import Reference
 from acbench_methods.anomalycontrol.model import AnomalyControlModel
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
-from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, SCHEDULES
+from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, SCHEDULES, ip_adapter_file
 from acbench_methods.anomalycontrol.references import (
     TargetMasks,
     load_captions,
@@ -136,7 +136,7 @@ class AnomalyControl(Synthesizer):
             model.components.unet, model.csm.feature_dim, model.preset.proj_dim, model.preset.num_tokens
         )  # each group starts from the same init
         if opts.ip_adapter_path is not None:
-            fresh.load_ip_adapter(opts.ip_adapter_path)
+            fresh.load_ip_adapter(ip_adapter_file(opts.ip_adapter_path))
         model.adapter.load_state_dict(fresh.state_dict())
         features = model.reference_features(refs)
         data = prepare_training_set(

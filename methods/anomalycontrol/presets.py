@@ -178,3 +178,23 @@ def build_csm(
     if dtype is not None:
         csm.model.vision_model.to(dtype)
     return csm, True
+
+
+def ip_adapter_file(path: str | Path) -> Path:
+    """The IP-Adapter SD1.5 checkpoint: the file itself, or found in a copy of the h94/IP-Adapter repo."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for candidate in (
+            path / "models" / IP_ADAPTER_SD15_FILE,
+            path / IP_ADAPTER_SD15_FILE,
+            path / "models" / "ip-adapter_sd15.bin",
+            path / "ip-adapter_sd15.bin",
+        ):
+            if candidate.is_file():
+                return candidate
+    elif path.is_file():
+        return path
+    raise UserError(
+        f"ip_adapter_path: {path} is neither {IP_ADAPTER_SD15_FILE} nor a folder holding "
+        f"models/{IP_ADAPTER_SD15_FILE}; download it from h94/IP-Adapter or drop the option"
+    )
