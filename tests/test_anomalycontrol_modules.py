@@ -227,3 +227,27 @@ def test_feature_cache_is_hit_on_the_second_run(csm, tmp_path):
     )
     third.get_or_compute(csm.fingerprint(), refs[:1], "asea=0", compute)
     assert third.misses == 2 and calls == [3, 1, 1]
+
+
+def test_sd15_architecture_matches_the_published_model_sizes():
+    """The full-size configs (used for GPU benchmarks with random weights) are the real architectures."""
+    from acbench_methods.anomalycontrol.presets import BLIP2_ITM_CONFIG
+    from acbench_methods.diffusion.components import SD15_TEXT, SD15_UNET, SD15_VAE
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import Blip2Config, Blip2ForImageTextRetrieval, CLIPTextConfig, CLIPTextModel
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):  # shapes only: no memory, no time
+        unet = UNet2DConditionModel(**SD15_UNET)
+        blip = Blip2ForImageTextRetrieval(Blip2Config(**BLIP2_ITM_CONFIG))
+        adapter = SemanticGuidedAdapter(unet, 768, proj_dim=1024, num_tokens=4)
+        assert count(unet) == 859_535_364  # SD-1.5-inpainting UNet (9 input channels)
+        assert count(AutoencoderKL(**SD15_VAE)) == 83_653_863
+        assert count(CLIPTextModel(CLIPTextConfig(**SD15_TEXT))) == 123_060_480  # CLIP ViT-L/14 text
+        assert count(blip.vision_model) == 985_952_256  # EVA ViT-g/14
+    assert len(adapter.layers) == 16  # every cross-attention of SD-1.5
+    assert count(adapter) == 23_107_072  # IP-Adapter size (22.3 M) + the 768 -> 1024 feature projection
+    assert blip.config.num_query_tokens == 32 and blip.config.qformer_config.hidden_size == 768
+    assert blip.config.vision_config.image_size // blip.config.vision_config.patch_size == 16
