@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from acbench_methods.anomalycontrol.cache import Reference
 from acbench_methods.anomalycontrol.model import AnomalyControlModel
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions

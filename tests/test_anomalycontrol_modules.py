@@ -7,15 +7,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
+from transformers import Blip2Processor
+
+from acbench.errors import UserError
 from acbench_methods.anomalycontrol.cache import FeatureCache, Reference
 from acbench_methods.anomalycontrol.csm import clean_caption
 from acbench_methods.anomalycontrol.presets import build_csm, ip_adapter_file, load_csm, random_csm
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import build_inpaint_components
-from safetensors.torch import save_file
-from transformers import Blip2Processor
-
-from acbench.errors import UserError
 
 torch.set_num_threads(1)
 FEATURE_DIM = 32
@@ -231,10 +231,11 @@ def test_feature_cache_is_hit_on_the_second_run(csm, tmp_path):
 
 def test_sd15_architecture_matches_the_published_model_sizes():
     """The full-size configs (used for GPU benchmarks with random weights) are the real architectures."""
-    from acbench_methods.anomalycontrol.presets import BLIP2_ITM_CONFIG
-    from acbench_methods.diffusion.components import SD15_TEXT, SD15_UNET, SD15_VAE
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import Blip2Config, Blip2ForImageTextRetrieval, CLIPTextConfig, CLIPTextModel
+
+    from acbench_methods.anomalycontrol.presets import BLIP2_ITM_CONFIG
+    from acbench_methods.diffusion.components import SD15_TEXT, SD15_UNET, SD15_VAE
 
     def count(module):
         return sum(p.numel() for p in module.parameters())

@@ -9,6 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from acbench import registry
+from acbench.data.demo import write_demo
+from acbench.data.mvtec import load_category
+from acbench.errors import UserError
+from acbench.protocol import SplitConfig
+from acbench.synthesis import GenerationRequest, SyntheticSet, write_synthetic_set
 from acbench_methods.anomalycontrol.cache import Reference
 from acbench_methods.anomalycontrol.model import AnomalyControlModel
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
@@ -19,13 +26,6 @@ from acbench_methods.anomalycontrol.train import (
     prepare_training_set,
     train_adapter,
 )
-
-from acbench import registry
-from acbench.data.demo import write_demo
-from acbench.data.mvtec import load_category
-from acbench.errors import UserError
-from acbench.protocol import SplitConfig
-from acbench.synthesis import GenerationRequest, SyntheticSet, write_synthetic_set
 
 torch.set_num_threads(1)
 SIZE = 64

@@ -7,9 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
-from acbench_methods.diffusion import build_inpaint_components, composite, inpaint_latents, sample_inpaint
 
 from acbench.errors import UserError
+from acbench_methods.diffusion import build_inpaint_components, composite, inpaint_latents, sample_inpaint
 
 torch.set_num_threads(1)
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+
+from acbench.weights import Policy
 from acbench_methods.anomalycontrol.cache import FeatureCache, Reference, default_cache_dir
 from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
 from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm, ip_adapter_file
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import InpaintComponents, build_inpaint_components, composite, sample_inpaint
-from PIL import Image
-
-from acbench.weights import Policy
 
 
 def resize_rgb(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from acbench.data.category import CategoryData
+from acbench.data.io import load_mask, load_rgb
+from acbench.errors import UserError
+from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
 from acbench_methods.anomalycontrol.cache import Reference
 from acbench_methods.anomalycontrol.model import AnomalyControlModel
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
@@ -24,11 +29,6 @@ from acbench_methods.anomalycontrol.references import (
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.anomalycontrol.train import prepare_training_set, train_adapter
 from acbench_methods.diffusion.components import SD15_INPAINT_REPO
-
-from acbench.data.category import CategoryData
-from acbench.data.io import load_mask, load_rgb
-from acbench.errors import UserError
-from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 from transformers import (
     AutoProcessor,
     BertTokenizer,
@@ -19,6 +18,7 @@ from transformers import (
 
 from acbench.errors import UserError
 from acbench.weights import Policy, resolve_hf
+from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from acbench_methods.anomalycontrol.cache import Reference
-from acbench_methods.anomalycontrol.model import resize_mask
-from acbench_methods.anomalycontrol.options import MaskSourceOption
 
 from acbench.data.category import CategoryData, DefectExample
 from acbench.errors import UserError
+from acbench_methods.anomalycontrol.cache import Reference
+from acbench_methods.anomalycontrol.model import resize_mask
+from acbench_methods.anomalycontrol.options import MaskSourceOption
 
 
 def load_captions(path: Path | None) -> dict[str, str]:

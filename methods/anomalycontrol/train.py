@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
-from acbench_methods.diffusion import InpaintComponents
 from accelerate import Accelerator
 from torch import nn
+
+from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
+from acbench_methods.diffusion import InpaintComponents
 
 log = logging.getLogger(__name__)
 
