@@ -120,3 +120,23 @@ def test_composite_keeps_every_pixel_outside_the_mask():
             assert np.array_equal(out, generated)
         else:  # the reference's blurred mask also touches a halo outside the mask
             assert not np.array_equal(out[~mask], original[~mask])
+
+
+def test_hub_id_resolves_from_a_populated_hf_cache(tiny, tmp_path, monkeypatch):
+    """With no explicit path, `sd15` finds SD-inpainting in the Hugging Face cache, offline."""
+    import huggingface_hub.constants
+
+    from acbench_methods.diffusion.components import SD15_INPAINT_REPO
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / ("models--" + SD15_INPAINT_REPO.replace("/", "--"))
+    tiny.pipeline().save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = build_inpaint_components("sd15", "pretrained")
+    assert not loaded.random_weights and loaded.source.endswith(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="stable-diffusion-inpainting"):
+        build_inpaint_components("sd15", "pretrained")
