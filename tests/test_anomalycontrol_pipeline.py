@@ -283,3 +283,21 @@ def test_a_study_runs_anomalycontrol_through_the_engine(tmp_path, monkeypatch):
     marker = json.loads((generated / "DONE.json").read_text())
     assert marker["provenance"]["random_weights"] is True
     assert set(result.results["generator_weights"]) == {"random"}
+
+
+def test_mixed_precision_training_and_half_precision_inference(tmp_path):
+    """The GPU code path (frozen networks in half precision, adapter trained in fp32 under autocast,
+    then used in half precision) run with bfloat16, which CPUs support."""
+    model = AnomalyControlModel.build(_options(tmp_path), "random", dtype=torch.bfloat16)
+    assert model.components.unet.dtype == torch.bfloat16 and model.csm.model.qformer.dtype == torch.float32
+    data = _training_data(model)
+    report = train_adapter(
+        model.components, model.adapter, data, steps=2, batch_size=2, grad_accumulation=2,
+        learning_rate=1e-3, seed=0, checkpoint_dir=tmp_path / "bf16", checkpoint_every=1, mixed_precision="bf16",
+    )  # fmt: skip
+    assert all(np.isfinite(report.losses))
+    assert {p.dtype for p in model.adapter.parameters()} == {torch.bfloat16}
+    images = _generate(model)
+    assert all(i.dtype == np.uint8 and i.shape == (SIZE, SIZE, 3) for i in images)
+    fp32 = AnomalyControlModel.build(_options(tmp_path), "random")  # another precision in the same process
+    assert np.isfinite(_train(fp32, _training_data(fp32), tmp_path / "fp32", steps=1).losses).all()

@@ -79,8 +79,19 @@ class AnomalyControl(Synthesizer):
     def model(self, device: str = "cpu", seed: int = 0) -> AnomalyControlModel:
         """The networks, built once per instance (a job), reused by every call."""
         if self._model is None or self._model.device != device:
-            self._model = AnomalyControlModel.build(self.options, self.policy, device, seed)
+            self._model = AnomalyControlModel.build(
+                self.options, self.policy, device, seed, dtype=self._dtype(device)
+            )
         return self._model
+
+    def _mixed_precision(self, device: str) -> str:
+        if self.options.mixed_precision != "auto":
+            return self.options.mixed_precision
+        return "fp16" if device.startswith("cuda") else "no"
+
+    def _dtype(self, device: str) -> torch.dtype:
+        """The frozen networks' dtype: half precision wherever training runs mixed precision."""
+        return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self._mixed_precision(device)]
 
     # ------------------------------------------------------------------ fit
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
@@ -148,11 +159,7 @@ class AnomalyControl(Synthesizer):
         )
         schedule = SCHEDULES[opts.schedule]
         checkpoints = self._checkpoint_dir(workdir, name, categories, seed)
-        mixed = (
-            opts.mixed_precision
-            if opts.mixed_precision != "auto"
-            else ("fp16" if device.startswith("cuda") else "no")
-        )
+        mixed = self._mixed_precision(device)
         report = train_adapter(
             model.components,
             model.adapter,

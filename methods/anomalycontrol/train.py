@@ -196,6 +196,7 @@ def train_adapter(
 ) -> TrainReport:
     """Train the attached adapter for `steps` optimiser updates, resuming from `checkpoint_dir`."""
     inference_dtype = next(adapter.parameters()).dtype
+    _reset_accelerate_state(mixed_precision)
     accelerator = Accelerator(
         mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accumulation, cpu=device == "cpu"
     )
@@ -228,6 +229,16 @@ def train_adapter(
     module.eval()
     adapter.requires_grad_(False).to(dtype=inference_dtype)  # trained in fp32, used like the frozen UNet
     return report
+
+
+def _reset_accelerate_state(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
+    a process that fits several adapters (tests, notebooks, one worker running many jobs) needs a reset."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _save_checkpoint(
