@@ -91,7 +91,9 @@ class AnomalyControl(Synthesizer):
 
     def _dtype(self, device: str) -> torch.dtype:
         """The frozen networks' dtype: half precision wherever training runs mixed precision."""
-        return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self._mixed_precision(device)]
+        return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            self._mixed_precision(device)
+        ]
 
     # ------------------------------------------------------------------ fit
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
