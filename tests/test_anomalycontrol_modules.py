@@ -252,3 +252,26 @@ def test_sd15_architecture_matches_the_published_model_sizes():
     assert count(adapter) == 23_107_072  # IP-Adapter size (22.3 M) + the 768 -> 1024 feature projection
     assert blip.config.num_query_tokens == 32 and blip.config.qformer_config.hidden_size == 768
     assert blip.config.vision_config.image_size // blip.config.vision_config.patch_size == 16
+
+
+def test_captions_file_overrides_the_template_per_image(tmp_path):
+    from acbench.data.category import CategoryData, DefectExample
+    from acbench_methods.anomalycontrol.references import caption_of, load_captions
+
+    root = tmp_path / "data"
+    example = DefectExample(root / "bottle/test/broken_large/000.png", root / "m.png", "broken_large")
+    other = DefectExample(root / "bottle/test/broken_large/001.png", root / "m.png", "broken_large")
+    data = CategoryData("mvtec", "bottle", root, [], {"broken_large": [example, other]}, [], {})
+    (tmp_path / "captions.json").write_text(
+        '{"bottle/test/broken_large/000.png": "The bottle has a chipped rim."}'
+    )
+    captions = load_captions(tmp_path / "captions.json")
+    assert (
+        caption_of(example, data, captions, "The {category} has {defect}") == "The bottle has a chipped rim."
+    )
+    assert caption_of(other, data, captions, "The {category} has {defect}") == "The bottle has broken large"
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="bad.json: not valid JSON"):
+        load_captions(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="not found"):
+        load_captions(tmp_path / "missing.json")
