@@ -17,6 +17,7 @@ e.g. `--model sd15-arch --device cuda --dtype fp16`. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -48,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: 10 tiny, 50 sd15-arch)")
     p.add_argument("--references", type=int, default=4)
+    p.add_argument("--resolution", type=int, default=None, help="override the preset's size (smoke runs)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum time is kept")
     return p.parse_args()
@@ -104,8 +106,7 @@ def per_image_loop(model: AnomalyControlModel, adapter_file: Path, images, masks
         adapter.load(adapter_file)
         adapter.to(model.device, dtype).attach(unet)
         model.adapter = adapter
-        if hasattr(model, "_pipeline"):
-            del model._pipeline  # the reference builds its pipeline wrapper per call as well
+        model._pipeline = None  # the reference builds its pipeline wrapper per call as well
         model.generate([image], [mask], ["a crack"], [seed], feature[None])
 
 
@@ -133,8 +134,7 @@ def use_adapter(model: AnomalyControlModel, adapter: SemanticGuidedAdapter | Non
     if adapter is not None:
         adapter.attach(model.components.unet)
     model.adapter = adapter
-    if hasattr(model, "_pipeline"):
-        del model._pipeline
+    model._pipeline = None
 
 
 def peak_memory_mib(device: str) -> float:
@@ -158,6 +158,8 @@ def main() -> None:
     t_build = time.perf_counter()
     model = AnomalyControlModel.build(options, "random", args.device, architecture=args.model, dtype=dtype)
     t_build = time.perf_counter() - t_build
+    if args.resolution:
+        model.preset = dataclasses.replace(model.preset, resolution=args.resolution)
     size = model.preset.resolution
     images, masks = targets(n_images, size)
     ref_images, ref_masks = targets(args.references, size, seed=1)

@@ -16,6 +16,7 @@ output (so `steps - 1` updates shape it). No Q-Former or ViT weight changes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections.abc import Sequence
@@ -68,8 +69,6 @@ class CrossModalSemantics:
 
     def fingerprint(self) -> str:
         """Identifies the weights (for the feature cache) from a few tensors that any retraining changes."""
-        import hashlib
-
         model = self.model
         digest = hashlib.sha256()
         for tensor in (

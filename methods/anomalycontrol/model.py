@@ -51,6 +51,7 @@ class AnomalyControlModel:
     cache: FeatureCache
     device: str = "cpu"
     provenance: dict[str, Any] = field(default_factory=dict)
+    _pipeline: Any = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(
@@ -129,7 +130,8 @@ class AnomalyControlModel:
         return self.options.steps or SCHEDULES[self.options.schedule].inference_steps
 
     def pipeline(self):
-        if not hasattr(self, "_pipeline"):
+        """The inpainting pipeline over the components (built on first use, then reused)."""
+        if self._pipeline is None:
             self._pipeline = self.components.pipeline()
         return self._pipeline
 
