@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from acbench import registry
-from acbench.data.demo import write_demo
+from acbench.data.demo import materialise_demo
 from acbench.data.mvtec import load_category
 from acbench.errors import UserError
 from acbench.protocol import SplitConfig
@@ -163,9 +163,13 @@ def test_condition_dropout_blanks_features_and_text_at_the_configured_rate(tmp_p
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    write_demo(root)
+def acbench_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("acbench-cache")
+
+
+@pytest.fixture(scope="module")
+def demo(acbench_cache):
+    root = materialise_demo(cache=acbench_cache)  # the folder a demo study finds via ACBENCH_CACHE
     return [
         load_category(root, c, SplitConfig(), dataset="demo", image_size=SIZE) for c in ("brick", "grass")
     ]
@@ -260,11 +264,11 @@ def test_sd15_preset_declares_its_weights():
     ]
 
 
-def test_a_study_runs_anomalycontrol_through_the_engine(tmp_path, monkeypatch):
+def test_a_study_runs_anomalycontrol_through_the_engine(demo, acbench_cache, tmp_path, monkeypatch):
     from acbench.engine.runner import run_study
     from acbench.protocol import parse_protocol
 
-    monkeypatch.setenv("ACBENCH_CACHE", str(tmp_path / "cache"))  # demo data and CSM features
+    monkeypatch.setenv("ACBENCH_CACHE", str(acbench_cache))  # demo data and CSM features
     protocol = parse_protocol(
         {
             "name": "anomalycontrol-demo",
