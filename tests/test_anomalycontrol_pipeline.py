@@ -305,3 +305,29 @@ def test_mixed_precision_training_and_half_precision_inference(tmp_path):
     assert all(i.dtype == np.uint8 and i.shape == (SIZE, SIZE, 3) for i in images)
     fp32 = AnomalyControlModel.build(_options(tmp_path), "random")  # another precision in the same process
     assert np.isfinite(_train(fp32, _training_data(fp32), tmp_path / "fp32", steps=1).losses).all()
+
+
+def test_an_adapter_trained_by_the_command_line_is_used_as_the_fit(demo, tmp_path):
+    from acbench_methods.anomalycontrol.__main__ import main
+
+    (tmp_path / "options.yaml").write_text(f"model: tiny\nschedule: tiny\ncache_dir: {tmp_path / 'cache'}\n")
+    root = demo[0].root
+    args = ["--dataset", str(root), "--categories", "brick", "--out", str(tmp_path / "adapter")]
+    assert main([*args, "--options", str(tmp_path / "options.yaml")]) == 0
+    (tmp_path / "bad.yaml").write_text("model: huge\n")
+    assert main([*args, "--options", str(tmp_path / "bad.yaml")]) == 2
+
+    cls = registry.load("methods", "anomalycontrol")
+    options = {"model": "tiny", "schedule": "tiny", "pretrained_fit": str(tmp_path / "adapter")}
+    fit_dir = tmp_path / "fit"
+    fit_dir.mkdir()
+    method = cls(options)
+    method.fit(demo[:1], fit_dir, seed=0)
+    assert sorted(p.name for p in fit_dir.iterdir()) == sorted(
+        p.name for p in (tmp_path / "adapter").iterdir()
+    )
+    assert method.provenance()["random_weights"] is True
+    samples = list(cls(options).generate(demo[0], GenerationRequest("crack", 2, seed=0, fit_dir=fit_dir)))
+    assert len(samples) == 2
+    with pytest.raises(UserError, match="pretrained_fit"):
+        cls({**options, "ablation": "no_asea"}).fit(demo[:1], tmp_path / "fit", seed=0)

@@ -40,6 +40,10 @@ class AnomalyControlOptions(BaseModel):
     caption_template: str = "The {category} has {defect}"
     cache_dir: Path | None = Field(None, description="CSM feature cache (default ~/.cache/acbench/...)")
     # training
+    pretrained_fit: Path | None = Field(
+        None,
+        description="a folder from `python -m acbench_methods.anomalycontrol` (e.g. multi-GPU): copied, not retrained",
+    )
     train_steps: int | None = Field(None, ge=1, description="override the schedule's optimiser steps")
     train_scale: float = Field(0.5, ge=0, description="lambda during training")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 
 from acbench.data.category import CategoryData
 from acbench.data.io import load_mask, load_rgb
@@ -46,6 +47,7 @@ class AnomalyControl(Synthesizer):
         super().__init__(options, weights)
         self._model: AnomalyControlModel | None = None
         self._loaded_adapter: Path | None = None
+        self._pretrained_provenance: dict[str, Any] | None = None
         self.last_train_reports: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ weights and provenance
@@ -74,6 +76,8 @@ class AnomalyControl(Synthesizer):
     def provenance(self) -> dict[str, Any]:
         if self._model is not None:
             return dict(self._model.provenance)
+        if self._pretrained_provenance is not None:
+            return dict(self._pretrained_provenance)
         return {"random_weights": self.options.model == "tiny" or self.weights_policy == "random"}
 
     def model(self, device: str = "cpu", seed: int = 0) -> AnomalyControlModel:
@@ -98,6 +102,9 @@ class AnomalyControl(Synthesizer):
     # ------------------------------------------------------------------ fit
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
         workdir = Path(workdir)
+        if self.options.pretrained_fit is not None:
+            self._copy_pretrained_fit(Path(self.options.pretrained_fit), workdir)
+            return
         model = self.model(device, seed)
         info: dict[str, Any] = {
             "model": self.options.model,
@@ -113,6 +120,8 @@ class AnomalyControl(Synthesizer):
             )
             for name, group in groups.items():
                 info["adapters"][name] = self._fit_group(model, name, group, workdir, seed, device)
+        if not PartialState().is_main_process:  # under `accelerate launch`: one writer
+            return
         (workdir / FIT_INFO).write_text(json.dumps(info, indent=1, default=str))
         captions = load_captions(self.options.captions)
         table = [
@@ -178,8 +187,11 @@ class AnomalyControl(Synthesizer):
             train_scale=opts.train_scale,
         )
         filename = f"adapter-{name}.safetensors"
-        model.adapter.save(workdir / filename)
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is in the artifact now
+        state = PartialState()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            model.adapter.save(workdir / filename)
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is in the artifact now
         self.last_train_reports[name] = report
         return {
             "file": filename,
@@ -188,6 +200,27 @@ class AnomalyControl(Synthesizer):
             "resumed_from": report.resumed_from,
             "final_loss": report.losses[-1] if report.losses else None,
         }
+
+    def _copy_pretrained_fit(self, source: Path, workdir: Path) -> None:
+        info_file = source / FIT_INFO
+        if not info_file.is_file():
+            raise UserError(
+                f"pretrained_fit: {source} has no {FIT_INFO}; train it with "
+                "`python -m acbench_methods.anomalycontrol --out DIR`"
+            )
+        info = json.loads(info_file.read_text())
+        if info["model"] != self.options.model or info["ablation"] != self.options.ablation:
+            raise UserError(
+                f"pretrained_fit: {source} holds model '{info['model']}' / ablation "
+                f"'{info['ablation']}', the protocol asks for '{self.options.model}' / "
+                f"'{self.options.ablation}'"
+            )
+        for path in [info_file, source / REFERENCES] + [
+            source / a["file"] for a in info["adapters"].values()
+        ]:
+            if path.is_file():
+                shutil.copy2(path, workdir / path.name)
+        self._pretrained_provenance = info.get("provenance", {})
 
     def _checkpoint_dir(self, workdir: Path, name: str, categories: list[CategoryData], seed: int) -> Path:
         """Outside the job's temporary folder, so an interrupted fit resumes where it stopped."""
