@@ -128,6 +128,31 @@ def plain_run(model: AnomalyControlModel, images, masks, seeds, batch: int) -> N
     assert size == images[0].shape[0]
 
 
+def unet_forward_seconds(
+    model: AnomalyControlModel, adapter: SemanticGuidedAdapter, batch: int, repeats: int
+):
+    """Minimum time of one UNet forward (CFG batch) without and with the adapter: its own cost."""
+    unet, dtype, device = model.components.unet, model.components.unet.dtype, model.device
+    latent = model.preset.resolution // model.components.vae_scale_factor
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(2 * batch, 9, latent, latent, generator=g).to(device, dtype)
+    text = torch.randn(
+        2 * batch, model.components.tokenizer.model_max_length, unet.config.cross_attention_dim
+    )
+    text, t = text.to(device, dtype), torch.full((2 * batch,), 500, device=device)
+    features = torch.randn(2 * batch, 1, model.csm.feature_dim, generator=g).to(device)
+    out = {"plain": [], "adapter": []}
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first round warms up
+            use_adapter(model, None)
+            out["plain"].append(timed(device, lambda: unet(sample, t, encoder_hidden_states=text)))
+            use_adapter(model, adapter)
+            out["adapter"].append(
+                timed(device, lambda: unet(sample, t, text, added_cond_kwargs={"image_embeds": [features]}))
+            )
+    return {k: round(min(v[1:]), 4) for k, v in out.items()}
+
+
 def use_adapter(model: AnomalyControlModel, adapter: SemanticGuidedAdapter | None) -> None:
     """Attach `adapter` (or plain SD-inpainting for None) and drop the cached pipeline."""
     SemanticGuidedAdapter.detach(model.components.unet)
@@ -214,6 +239,7 @@ def main() -> None:
         "per_image_loop": n_loop / t_loop,
         "plain_sd_inpainting": n_images / t_plain,
     }
+    unet_seconds = unet_forward_seconds(model, adapter, args.batch_size, args.repeats)
     counts = {"batched": n_images, "per_image_loop": n_loop, "plain_sd_inpainting": n_images}
     cpu_rate = {k: counts[k] / min(CPU_TIMES[k]) for k in counts}
     result = {
@@ -247,6 +273,8 @@ def main() -> None:
         ),
         "speedup_vs_per_image_loop": round(rate["batched"] / rate["per_image_loop"], 2),
         "time_ratio_vs_plain_sd_inpainting": round(rate["plain_sd_inpainting"] / rate["batched"], 3),
+        "unet_forward_seconds": unet_seconds,
+        "unet_forward_ratio_adapter_vs_plain": round(unet_seconds["adapter"] / unet_seconds["plain"], 3),
         "peak_memory_mib_batched": round(mem_batched, 1),
         "peak_memory_kind": "torch.cuda.max_memory_allocated"
         if args.device.startswith("cuda")
