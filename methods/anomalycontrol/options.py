@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class MaskSourceOption(BaseModel):
-    """Where target masks come from: a mask source of `acbench.masks` and its options."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = "real-augmented"
-    options: dict[str, Any] = Field(default_factory=dict)
+from acbench.masks import MaskSourceSpec
 
 
 class AnomalyControlOptions(BaseModel):
@@ -62,4 +56,4 @@ class AnomalyControlOptions(BaseModel):
     composite: Literal["inside", "blurred", "off"] = "inside"
     blur_sigma: float = Field(5.0, ge=0, description="soft-edge sigma in px at 512 px (scaled with size)")
     batch_size: int = Field(8, ge=1, description="images per pipeline call")
-    mask_source: MaskSourceOption = MaskSourceOption()
+    mask_source: MaskSourceSpec = MaskSourceSpec()
