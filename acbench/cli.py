@@ -24,6 +24,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: the embedded demo s
 app.add_typer(data_app, name="data")
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights a protocol needs.")
 app.add_typer(weights_app, name="weights")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Score generated images outside a study.")
+app.add_typer(evaluate_app, name="evaluate")
 console = Console()
 err = Console(stderr=True)
 
@@ -268,6 +270,33 @@ def import_(
     written = import_released(source, out, layout, category, on_bad="skip" if skip_bad else "error")
     for name, count in written.items():
         console.print(f"{name}: {count} pairs -> {out / name}")
+@evaluate_app.command("quality")
+def evaluate_quality(
+    generated: Annotated[Path, typer.Option(help="SyntheticSet or image folder (flat or one sub-folder per type)")],
+    reference: Annotated[Path, typer.Option(help="real anomalies, flat or one sub-folder per type")],
+    metrics: Annotated[str, typer.Option(help="comma-separated metric names")] = "is,ic-lpips,fid,kid",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto")] = "cpu",
+    weights: Annotated[str, typer.Option(help="pretrained, pretrained-or-random or random")] = "pretrained",
+    json_out: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+) -> None:
+    """Generation-quality metrics (IS, IC-LPIPS, FID, KID) per anomaly type and overall."""
+    import json
+    import math
+
+    from acbench.engine.stages import resolve_device
+    from acbench.metrics.evaluate import evaluate_quality as evaluate
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    rows = [v.row() for v in evaluate(generated, reference, names, resolve_device(device), weights)]
+    if json_out:  # NaN (a type with no qualifying cluster) is not JSON: null
+        rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table("metric", "type", "value", "variant", "weights", "n_generated", "n_reference")
+    for r in rows:
+        table.add_row(r["metric"], r["anomaly_type"] or "(all)", f"{r['value']:.4f}", r.get("variant_of_metric", ""),
+                      r.get("weights", ""), str(r.get("n_generated", "")), str(r.get("n_reference", "")))
+    console.print(table)
 
 
 def main() -> None:

@@ -131,3 +131,32 @@ def resolve_hf(name: str, repo_id: str, policy: Policy = "pretrained", explicit:
         return _random(name, "not found")
     raise UserError(f"weights '{name}' not found (looked in: {'; '.join(tried)}); download '{repo_id}' "
                     f"with `huggingface-cli download {repo_id}` or give a local folder")
+
+
+# --------------------------------------------------------------------------------------------- #
+# The feature networks of the generation-quality metrics, by their exact torch-hub file names.
+
+#: torchvision ImageNet backbones that `lpips` 0.1.4 loads under its `net=` names.
+LPIPS_BACKBONE_FILES: dict[str, str] = {
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
+TORCHVISION_MODELS_URL = "https://download.pytorch.org/models/"
+#: The TF 2015-12-05 InceptionV3 converted by torch-fidelity (used by torch-fidelity and torchmetrics).
+FID_INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+FID_INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + FID_INCEPTION_FILE
+
+
+def resolve_lpips_backbone(net: str, policy: Policy = "pretrained",
+                           explicit: str | Path | None = None) -> Resolution:
+    """The ImageNet trunk of LPIPS (`alex`, `vgg` or `squeeze`); the linear heads ship with `lpips`."""
+    if net not in LPIPS_BACKBONE_FILES:
+        raise UserError(f"LPIPS backbone '{net}' is unknown; use one of {', '.join(LPIPS_BACKBONE_FILES)}")
+    filename = LPIPS_BACKBONE_FILES[net]
+    return resolve_torch_hub_file(f"lpips-{net}", filename, TORCHVISION_MODELS_URL + filename, policy, explicit)
+
+
+def resolve_fid_inception(policy: Policy = "pretrained", explicit: str | Path | None = None) -> Resolution:
+    """The FID-InceptionV3 of IS, FID and KID."""
+    return resolve_torch_hub_file("fid-inception-v3", FID_INCEPTION_FILE, FID_INCEPTION_URL, policy, explicit)

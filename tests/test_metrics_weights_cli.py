@@ -1,0 +1,107 @@
+"""Weight resolution of the metric networks, the study-side plugins, and `acbench evaluate quality`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+from acbench.cli import app
+from acbench.data.io import save_png
+from acbench.errors import UserError
+from acbench.metrics.lpips_features import cached_lpips
+from acbench.metrics.quality import IcLpips
+from acbench.synthesis import Sample, SyntheticSet, write_synthetic_set
+from acbench.weights import LPIPS_BACKBONE_FILES, resolve_fid_inception, resolve_lpips_backbone
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def empty_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ACBENCH_OFFLINE", "1")
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_lpips_backbone_found_in_torch_home_and_loaded(empty_home):
+    torch.manual_seed(5)
+    trunk = torchvision.models.alexnet().features.state_dict()  # the torchvision layout, `features.` keys
+    empty_home.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in trunk.items()}, empty_home / LPIPS_BACKBONE_FILES["alex"])
+    model, resolution = cached_lpips("alex", "pretrained", "cpu")
+    assert resolution.source == "cache" and resolution.path.endswith("alexnet-owt-7be5be79.pth")
+    assert torch.equal(model.net.slice1[0].weight, trunk["0.weight"])
+    assert torch.equal(model.net.slice5.get_submodule("10").bias, trunk["10.bias"])
+
+
+def test_missing_weights_give_one_line_error_naming_the_file(empty_home):
+    for resolve in (lambda: resolve_lpips_backbone("vgg"), lambda: resolve_fid_inception("pretrained")):
+        with pytest.raises(UserError) as info:
+            resolve()
+        message = str(info.value)
+        assert "\n" not in message and str(empty_home) in message
+    assert "vgg16-397923af.pth" in str(pytest.raises(UserError, resolve_lpips_backbone, "vgg").value)
+    assert "weights-inception-2015-12-05-6726825d.pth" in str(
+        pytest.raises(UserError, resolve_fid_inception, "pretrained").value)
+
+
+def test_pretrained_or_random_falls_back_loudly(empty_home, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert resolve_fid_inception("pretrained-or-random").is_random
+    assert "RANDOM WEIGHTS" in caplog.text
+
+
+def _image(rng, size=32):
+    return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+
+
+def _folders(tmp_path, rng):
+    """A SyntheticSet with two types and a reference folder with one sub-folder per type (+ `good`)."""
+    samples = [Sample(_image(rng), np.ones((32, 32), bool), t) for t in ("crack", "hole") for _ in range(4)]
+    write_synthetic_set(tmp_path / "gen", samples, "demo", "test", 0)
+    for t in ("crack", "hole", "good"):
+        for i in range(3):
+            save_png(tmp_path / "ref" / t / f"{i:03d}.png", _image(rng))
+    return tmp_path / "gen", tmp_path / "ref"
+
+
+def test_ic_lpips_plugin_rows(tmp_path, empty_home):
+    gen, ref = _folders(tmp_path, np.random.default_rng(0))
+    from acbench.metrics.images import folder_sets
+
+    rows = IcLpips(weights="pretrained-or-random").score_sets(folder_sets(gen), folder_sets(ref))
+    by = {(r.metric, r.anomaly_type): r for r in rows}
+    assert set(by) == {(m, t) for m in ("ic_lpips", "ic_lpips_nonzero") for t in ("crack", "hole", "")}
+    row = by[("ic_lpips", "")]
+    assert row.value == pytest.approx((by[("ic_lpips", "crack")].value + by[("ic_lpips", "hole")].value) / 2)
+    assert row.extra == {"variant_of_metric": "dfmgan", "weights": "random", "n_generated": 8, "n_reference": 6}
+    assert len(SyntheticSet(gen)) == 8
+
+
+def test_cli_evaluate_quality_json(tmp_path, empty_home):
+    gen, ref = _folders(tmp_path, np.random.default_rng(1))
+    result = CliRunner().invoke(app, ["evaluate", "quality", "--generated", str(gen), "--reference", str(ref),
+                                      "--metrics", "ic-lpips", "--weights", "random", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {r["anomaly_type"] for r in rows} == {"crack", "hole", ""}
+    assert all(r["weights"] == "random" and r["variant_of_metric"] == "dfmgan" for r in rows)
+
+
+def test_cli_user_errors_exit_2(tmp_path, empty_home, monkeypatch):
+    from acbench import cli
+
+    gen, ref = _folders(tmp_path, np.random.default_rng(2))
+    for args in (["--generated", str(tmp_path / "nope"), "--reference", str(ref)],
+                 ["--generated", str(gen), "--reference", str(ref), "--metrics", "ic-lpip"],
+                 ["--generated", str(gen), "--reference", str(ref), "--metrics", "fid"]):  # no weights file
+        monkeypatch.setattr("sys.argv", ["acbench", "evaluate", "quality", *args])
+        with pytest.raises(SystemExit) as info:
+            cli.main()
+        assert info.value.code == 2
