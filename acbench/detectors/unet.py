@@ -153,9 +153,9 @@ class UnetLocalization(Detector):
 
     def run(self, data: CategoryData, synthetic: SyntheticSet | None, workdir: Path, seed: int,
             progress: Callable[[int, int], None] | None = None) -> list[MetricValue]:
+        preset, opts, device = self.preset_config(), self.options, resolve_device(self.device)
         if synthetic is None:
             raise UserError("unet-localization trains on synthetic pairs: give it a synthetic set")
-        preset, opts, device = self.preset_config(), self.options, resolve_device(self.device)
         records = select_pairs(category_records(synthetic, data), opts.n_synthetic, seed)
         pool = TrainingPool.build(data, records, preset.image_size, opts.synthetic_ratio)
         evalset = load_eval_set(data, preset.image_size)
