@@ -93,7 +93,7 @@ def test_rows_carry_the_protocol_columns(trained):
                          "aupro"}
     extra = rows["pixel_auroc"].extra
     assert extra["synthetic_ratio"] == 0.5 and extra["n_synthetic"] == 18
-    assert extra["selection"] == "last" and extra["weights"] == "pretrained"
+    assert extra["selection"] == "last" and extra["weights"] == "from-scratch"
     assert rows["image_auroc"].scope == "image" and rows["aupro"].scope == "pixel"
 
 

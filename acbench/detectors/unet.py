@@ -174,7 +174,7 @@ class UnetLocalization(Detector):
             maps, scores = predict(model, evalset.images, device)
         write_raw_outputs(workdir, evalset, scores, maps, data.root)
         values = detection_metrics(evalset.labels, scores, evalset.masks.numpy(), maps)
-        extra = {"weights": "pretrained", "synthetic_ratio": opts.synthetic_ratio, "n_synthetic": pool.n_synthetic,
+        extra = {"weights": "from-scratch", "synthetic_ratio": opts.synthetic_ratio, "n_synthetic": pool.n_synthetic,
                  "selection": "test" if best else "last", "preset": self.preset, "image_size": preset.image_size}
         if best is not None:
             extra["best_epoch"] = best.epoch + 1
