@@ -33,6 +33,8 @@ class SyntheticOptions(BaseModel):
                                  "protocol; optimistic, rows marked selection: test)")
     epochs: int | None = Field(None, ge=1, description="override the preset's number of epochs")
     image_size: int | None = Field(None, ge=32, description="override the preset's input size")
+    samples_per_epoch: int | None = Field(None, ge=1, description="override the preset's training samples "
+                                          "per epoch (not used by resnet-classifier)")
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -90,7 +90,7 @@ class DraemSynthetic(Detector):
         quiet_anomalib()
         opts, device = self.options, resolve_device(self.device)
         size, epochs, samples = PRESETS[self.preset]
-        size, epochs = opts.image_size or size, opts.epochs or epochs
+        size, epochs, samples = opts.image_size or size, opts.epochs or epochs, opts.samples_per_epoch or samples
         records = select_pairs(category_records(synthetic, data), opts.n_synthetic, seed)
         pool = TrainingPool.build(data, records, size, opts.synthetic_ratio)
         seed_everything(seed, workers=True, verbose=False)

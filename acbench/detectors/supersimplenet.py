@@ -66,7 +66,7 @@ class SuperSimpleNetSupervised(Detector):
         quiet_anomalib()
         opts, device = self.options, resolve_device(self.device)
         size, epochs, samples = PRESETS[self.preset]
-        size, epochs = opts.image_size or size, opts.epochs or epochs
+        size, epochs, samples = opts.image_size or size, opts.epochs or epochs, opts.samples_per_epoch or samples
         if size < 128:
             raise UserError("options.image_size: SuperSimpleNet needs at least 128 px")
         records = select_pairs(category_records(synthetic, data), opts.n_synthetic, seed)

@@ -149,7 +149,8 @@ class UnetLocalization(Detector):
         if self.preset not in PRESETS:
             raise UserError(f"detector preset '{self.preset}' is unknown; use one of {', '.join(PRESETS)}")
         preset, opts = PRESETS[self.preset], self.options
-        return replace(preset, epochs=opts.epochs or preset.epochs, image_size=opts.image_size or preset.image_size)
+        return replace(preset, epochs=opts.epochs or preset.epochs, image_size=opts.image_size or preset.image_size,
+                       samples_per_epoch=opts.samples_per_epoch or preset.samples_per_epoch)
 
     def run(self, data: CategoryData, synthetic: SyntheticSet | None, workdir: Path, seed: int,
             progress: Callable[[int, int], None] | None = None) -> list[MetricValue]:
