@@ -157,3 +157,4 @@ def test_unknown_preset_and_missing_set_are_user_errors(brick, tmp_path):
         UnetLocalization({}, preset="huge").run(brick, None, tmp_path, 0)
     with pytest.raises(UserError, match="synthetic set"):
         UnetLocalization({}, preset="tiny").run(brick, None, tmp_path, 0)
+

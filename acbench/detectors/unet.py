@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from acbench.data.category import CategoryData
+from acbench.detectors.anomalib_support import quiet_anomalib
 from acbench.detectors.base import Detector
 from acbench.detectors.common import (
     EvalSet,
@@ -56,7 +57,7 @@ PRESETS = {
     # AnomalyDiffusion's train-localization: 200 epochs of 500 samples, batch 8, Adam 1e-4, x0.2 at 160/180.
     "paper": UnetPreset(image_size=256, base_width=64, epochs=200, samples_per_epoch=500, batch_size=8, lr=1e-4),
     # CPU demo and tests: a narrower U-Net at 64 px; a higher LR so a few hundred samples teach something.
-    "tiny": UnetPreset(image_size=64, base_width=16, epochs=6, samples_per_epoch=96, batch_size=8, lr=1e-3),
+    "tiny": UnetPreset(image_size=64, base_width=16, epochs=6, samples_per_epoch=80, batch_size=8, lr=3e-3),
 }
 
 
@@ -155,6 +156,7 @@ class UnetLocalization(Detector):
     def run(self, data: CategoryData, synthetic: SyntheticSet | None, workdir: Path, seed: int,
             progress: Callable[[int, int], None] | None = None) -> list[MetricValue]:
         preset, opts, device = self.preset_config(), self.options, resolve_device(self.device)
+        quiet_anomalib()
         if synthetic is None:
             raise UserError("unet-localization trains on synthetic pairs: give it a synthetic set")
         records = select_pairs(category_records(synthetic, data), opts.n_synthetic, seed)
