@@ -106,3 +106,9 @@ def test_resnet_classifier_accuracy_over_all_real_anomalies(brick, synthetic, tm
     per_type = {v.anomaly_type: v.value for v in values if v.anomaly_type}
     assert set(per_type) == set(brick.eval_anomalies)
     assert overall[0].extra["weights"] == "random"
+
+
+def test_select_on_test_is_refused_where_not_reproduced(brick, synthetic, tmp_path):
+    for cls in (SuperSimpleNetSupervised, DraemSynthetic, ResNetClassifier):
+        with pytest.raises(UserError, match="select_on_test"):
+            cls({"select_on_test": True}, preset="tiny", weights="random").run(brick, synthetic, tmp_path, 0)

@@ -77,6 +77,9 @@ class ResNetClassifier(Detector):
             raise UserError(f"detector preset '{self.preset}' is unknown; use one of {', '.join(PRESETS)}")
         if synthetic is None:
             raise UserError("resnet-classifier trains on synthetic images: give it a synthetic set")
+        if self.options.select_on_test:
+            raise UserError("options.select_on_test: only unet-localization reproduces the test-set selection; "
+                            "remove it for resnet-classifier")
         preset, opts, device = PRESETS[self.preset], self.options, resolve_device(self.device)
         size, epochs = opts.image_size or preset.image_size, opts.epochs or preset.epochs
         records = select_pairs(category_records(synthetic, data), opts.n_synthetic, seed)

@@ -87,6 +87,9 @@ class DraemSynthetic(Detector):
             raise UserError(f"detector preset '{self.preset}' is unknown; use one of {', '.join(PRESETS)}")
         if synthetic is None:
             raise UserError("draem-synthetic trains on synthetic pairs: give it a synthetic set")
+        if self.options.select_on_test:
+            raise UserError("options.select_on_test: only unet-localization reproduces the test-set selection; "
+                            "remove it for draem-synthetic")
         quiet_anomalib()
         opts, device = self.options, resolve_device(self.device)
         size, epochs, samples = PRESETS[self.preset]
