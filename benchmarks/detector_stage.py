@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def main() -> None:
                 jobs.append({"detector": det.label, "set": folder.parent.parent.name if folder else "none",
                              "category": category, "wall_s": round(time.time() - wall, 2),
                              "cpu_s": round(cpu_seconds() - cpu, 2)})
+                print(json.dumps(jobs[-1]), file=sys.stderr, flush=True)
         total = {"wall_s": round(time.time() - start_wall, 1), "cpu_s": round(cpu_seconds() - start_cpu, 1),
                  "torch_threads": torch.get_num_threads(), "jobs": len(jobs)}
     print(json.dumps({"total": total, "jobs": jobs}, indent=1))
