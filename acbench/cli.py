@@ -25,6 +25,7 @@ app.add_typer(data_app, name="data")
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights a protocol needs.")
 app.add_typer(weights_app, name="weights")
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score generated images outside a study.")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate one synthetic set without a study.")
 app.add_typer(evaluate_app, name="evaluate")
 console = Console()
 err = Console(stderr=True)
@@ -296,6 +297,37 @@ def evaluate_quality(
     for r in rows:
         table.add_row(r["metric"], r["anomaly_type"] or "(all)", f"{r['value']:.4f}", r.get("variant_of_metric", ""),
                       r.get("weights", ""), str(r.get("n_generated", "")), str(r.get("n_reference", "")))
+    console.print(table)
+
+
+@evaluate_app.command("detection")
+def evaluate_detection(
+    dataset: Annotated[Path, typer.Option(help="dataset root in MVTec AD layout")],
+    category: Annotated[str, typer.Option(help="category folder inside the dataset")],
+    detector: Annotated[str, typer.Option(help="detector name (acbench list detectors)")],
+    synthetic: Annotated[Path | None, typer.Option(help="SyntheticSet folder (index.csv)")] = None,
+    preset: Annotated[str, typer.Option(help="tiny (CPU minutes) or paper (literature schedule)")] = "tiny",
+    option: Annotated[list[str] | None, typer.Option(help="detector option KEY=VALUE, repeatable")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    weights: Annotated[str, typer.Option(help="pretrained, pretrained-or-random or random")] = "pretrained",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="folder for predictions.csv and anomaly maps")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print the result rows as JSON")] = False,
+) -> None:
+    """Train a detector on normal images + a synthetic set, evaluate it on the held-out real anomalies."""
+    from acbench.detectors.evaluate import evaluate_detection as run_evaluation
+    from acbench.detectors.evaluate import parse_options
+
+    rows = run_evaluation(dataset, category, detector, synthetic, preset, parse_options(option or []), seed,
+                          weights, device, out)
+    if json_:
+        import json
+
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("metric", "scope", "value", title=f"{detector} on {category} ({rows[0]['workdir']})")
+    for row in rows:
+        table.add_row(row["metric"], row["scope"], f"{row['value']:.4f}")
     console.print(table)
 
 
