@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from acbench import registry
@@ -21,7 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluation and benchmarking suite for industrial anomaly synthesis.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: the embedded demo set, layout checks.")
 app.add_typer(data_app, name="data")
-evaluate_app = typer.Typer(no_args_is_help=True, help="Score generated images outside a study.")
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights a protocol needs.")
+app.add_typer(weights_app, name="weights")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Score or test one synthetic set outside a study.")
 app.add_typer(evaluate_app, name="evaluate")
 console = Console()
 err = Console(stderr=True)
@@ -35,7 +38,8 @@ def run(
     out: Annotated[Path | None, typer.Option(help="run folder (default: the protocol's output)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto")] = None,
     fail_fast: Annotated[bool, typer.Option(help="stop at the first failing job")] = False,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars, only the summary (for CI)")] = False,
+    executor: Annotated[str | None, typer.Option(help="local, ray or slurm (default: the protocol's)")] = None,
 ) -> None:
     """Run a whole study: fit, generate, score, detect, report. Re-running resumes."""
     from acbench.engine.progress import NullProgress, RichProgress
@@ -45,6 +49,10 @@ def run(
     proto = load_protocol(protocol)
     if device:
         proto.executor.device = device
+    if executor:
+        if executor not in ("local", "ray", "slurm"):
+            raise UserError(f"--executor: '{executor}' is unknown; use local, ray or slurm")
+        proto.executor.kind = executor  # type: ignore[assignment]
     progress = NullProgress() if quiet else RichProgress(err)
 
     def announce(jobs):
@@ -52,35 +60,158 @@ def run(
         for job in jobs:
             stages[job.stage] = stages.get(job.stage, 0) + 1
         err.print(f"[bold]{proto.name}[/bold]: {len(jobs)} jobs ("
-                  + ", ".join(f"{n} {s}" for s, n in stages.items()) + ")")
+                  + ", ".join(f"{n} {s}" for s, n in stages.items()) + f") on the {proto.executor.kind} executor")
+        if not quiet:
+            _announce_costs(proto, out)
 
     result = run_study(proto, out=out, source=str(protocol), fail_fast=fail_fast, progress=progress,
                        on_plan=announce)
-    err.print(f"ran {len(result.ran)}, cached {len(result.skipped)}, failed {len(result.failed)} "
-              f"-> {result.root}")
-    for job_id, reason in result.failed.items():
-        err.print(f"[red]failed[/red] {job_id}: {reason}")
-    console.print(f"report: {result.root / 'report' / 'index.md'}")
+    _print_summary(result)
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(result.exit_code)
+
+
+def _announce_costs(proto, out) -> None:
+    """The cost estimate as the first lines of a run (`acbench plan` shows the full picture)."""
+    from acbench.engine.views import estimate_table
+
+    try:
+        from acbench.engine.overview import plan_study
+
+        study = plan_study(proto, out)
+    except UserError:  # the run itself reports input problems, with their one line
+        return
+    for w in study.weights:
+        where = w.where or "; ".join(w.looked) or "no location given"
+        err.print(f"weights {escape(w.name)} ({escape(', '.join(w.needed_by))}): {w.state} ({escape(where)})",
+                  highlight=False, soft_wrap=True)
+    err.print(estimate_table(study.stages))
+
+
+def _print_summary(result) -> None:
+    err.print(f"ran {len(result.ran)}, cached {len(result.skipped)}, failed {len(result.failed)}"
+              + (f", not run {len(result.not_run)} (--fail-fast)" if result.not_run else "")
+              + f" -> {result.root}")
+    for job_id, reason in result.failed.items():
+        err.print(f"[red]failed[/red] {escape(job_id)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    if result.user_errors:
+        first = next(iter(result.user_errors.values()))
+        err.print(f"[red]error:[/red] {escape(first)}", highlight=False, soft_wrap=True)
+    console.print(f"report: {result.root / 'report' / 'index.md'}")
+
+
+@app.command("plan")
+def plan_(
+    protocol: Annotated[Path, typer.Argument(help="study protocol YAML")],
+    out: Annotated[Path | None, typer.Option(help="run folder (default: the protocol's output)")] = None,
+    history: Annotated[list[Path] | None, typer.Option(help="earlier run folders to take timings from")] = None,
+    jobs: Annotated[bool, typer.Option(help="list every job")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Before spending: the jobs, the weights they need (found or not), GPU-hours and peak memory."""
+    import json
+
+    from acbench.engine.overview import plan_study
+    from acbench.engine.views import print_plan
+    from acbench.protocol import load_protocol
+
+    study = plan_study(load_protocol(protocol), out, history or [])
+    if json_out:
+        console.print_json(json.dumps(study.as_dict()))
+    else:
+        print_plan(console, study, jobs)
+
+
+@weights_app.command("check")
+def weights_check(protocol: Annotated[Path, typer.Argument(help="study protocol YAML")]) -> None:
+    """Which pretrained weights a protocol needs and where each was found (never downloads)."""
+    from acbench.engine.requirements import check_weights
+    from acbench.engine.views import weights_table
+    from acbench.protocol import load_protocol
+
+    proto = load_protocol(protocol)
+    weights = check_weights(proto)
+    if not weights:
+        console.print(f"{protocol}: needs no pretrained weights", soft_wrap=True)
+        return
+    console.print(weights_table(weights))
+    missing = [w.name for w in weights if w.found is False]
+    if missing and proto.weights == "pretrained":
+        raise UserError(f"{protocol}: weights missing under policy 'pretrained': {', '.join(missing)}")
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
-    """Re-render the report of a run folder from its results."""
+def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """What is done, running, failed and pending in a run folder."""
+    from acbench.engine.status import run_status
+    from acbench.engine.views import print_status
+
+    print_status(console, run_status(run_dir))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    bootstrap: Annotated[int, typer.Option(help="resamples for 95% intervals of image metrics (0: none)")] = 0,
+    formats: Annotated[str | None, typer.Option(help="table files, e.g. md,tex,csv (default: protocol's)")]
+    = None,
+) -> None:
+    """Re-render the report of a run folder from its results (HTML, Markdown, LaTeX, CSV, figures)."""
     from acbench.report import render_report
 
-    console.print(f"report: {render_report(run_dir)}")
+    chosen = [f.strip() for f in formats.split(",") if f.strip()] if formats else None
+    console.print(f"report: {render_report(run_dir, formats=chosen, bootstrap=bootstrap)}")
+
+
+@app.command()
+def generate(
+    method: Annotated[str, typer.Argument(help="method name (acbench list methods)")],
+    dataset: Annotated[Path, typer.Option(help="dataset root in MVTec AD layout")],
+    category: Annotated[str, typer.Option(help="category to generate for")],
+    out: Annotated[Path, typer.Option(help="SyntheticSet folder to write")],
+    per_type: Annotated[int, typer.Option(help="pairs per anomaly type")] = 16,
+    options: Annotated[str, typer.Option(help="method options as YAML, e.g. '{mode: scar}'")] = "{}",
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "auto",
+    weights: Annotated[str, typer.Option(help="pretrained, pretrained-or-random or random")] = "pretrained",
+) -> None:
+    """Fit a method on one category's synthesis split and write a SyntheticSet."""
+    import yaml
+
+    from acbench.data.mvtec import load_category, resolve_categories
+    from acbench.engine.stages import resolve_device, seed_everything
+    from acbench.protocol import SplitConfig, parse_protocol
+    from acbench.synthesis import GenerationRequest, write_synthetic_set
+
+    raw = {"name": "generate", "dataset": {"kind": "folder", "root": str(dataset), "categories": [category]},
+           "methods": [{"name": method, "options": yaml.safe_load(options) or {}}], "weights": weights}
+    proto = parse_protocol(raw, source="--options")
+    resolve_categories(dataset, [category])
+    data = load_category(dataset, category, SplitConfig())
+    cls = registry.load("methods", method)
+    synth = cls(cls.Options.model_validate(proto.methods[0].options), weights=weights)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    fit_dir = out / "_fit"
+    if cls.fit_scope != "none":
+        synth.fit([data], fit_dir, seed=seed, device=dev)
+
+    def samples():
+        for atype in sorted(data.synthesis):
+            yield from synth.generate(data, GenerationRequest(atype, per_type, seed, fit_dir=fit_dir, device=dev))
+
+    count = write_synthetic_set(out, samples(), category, method, seed)
+    console.print(f"{count} pairs written to {out}")
 
 
 @app.command("list")
-def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics or protocols")]) -> None:
+def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics, masks or protocols")]) -> None:
     """List registered plugins or the shipped protocols."""
     if kind == "protocols":
         _list_protocols()
         return
     if kind not in registry.KINDS:
-        raise UserError(f"unknown kind '{kind}'; use methods, detectors, metrics or protocols")
+        raise UserError(f"unknown kind '{kind}'; use methods, detectors, metrics, masks or protocols")
     table = Table(kind)
     table.add_column("description")
     for name in registry.names(kind):  # type: ignore[arg-type]
@@ -122,6 +253,23 @@ def data_check(root: Annotated[Path, typer.Argument(help="dataset root in MVTec 
     console.print(f"{root}: OK")
 
 
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="folder of released pairs, e.g. generated_dataset")],
+    out: Annotated[Path, typer.Argument(help="output folder: one SyntheticSet per category")],
+    layout: Annotated[str, typer.Option(help="folder layout: anomalydiffusion or synthetic-set")] = "anomalydiffusion",
+    category: Annotated[list[str] | None, typer.Option(help="only these categories (repeatable)")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="skip bad pairs with a warning instead of failing")] = False,
+) -> None:
+    """Convert released image+mask pairs once into SyntheticSets (use them with method 'released')."""
+    from acbench_methods.released import import_released
+    from acbench_methods.released.layouts import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout: unknown layout '{layout}'; use one of {', '.join(LAYOUTS)}")
+    written = import_released(source, out, layout, category, on_bad="skip" if skip_bad else "error")
+    for name, count in written.items():
+        console.print(f"{name}: {count} pairs -> {out / name}")
 @evaluate_app.command("quality")
 def evaluate_quality(
     generated: Annotated[Path, typer.Option(help="SyntheticSet or image folder (flat or one sub-folder per type)")],
@@ -151,13 +299,46 @@ def evaluate_quality(
     console.print(table)
 
 
+@evaluate_app.command("detection")
+def evaluate_detection(
+    dataset: Annotated[Path, typer.Option(help="dataset root in MVTec AD layout")],
+    category: Annotated[str, typer.Option(help="category folder inside the dataset")],
+    detector: Annotated[str, typer.Option(help="detector name (acbench list detectors)")],
+    synthetic: Annotated[Path | None, typer.Option(help="SyntheticSet folder (index.csv)")] = None,
+    preset: Annotated[str, typer.Option(help="tiny (CPU minutes) or paper (literature schedule)")] = "tiny",
+    option: Annotated[list[str] | None, typer.Option(help="detector option KEY=VALUE, repeatable")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    weights: Annotated[str, typer.Option(help="pretrained, pretrained-or-random or random")] = "pretrained",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 or auto")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="folder for predictions.csv and anomaly maps")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print the result rows as JSON")] = False,
+) -> None:
+    """Train a detector on normal images + a synthetic set, evaluate it on the held-out real anomalies."""
+    from acbench.detectors.evaluate import evaluate_detection as run_evaluation
+    from acbench.detectors.evaluate import parse_options
+
+    rows = run_evaluation(dataset, category, detector, synthetic, preset, parse_options(option or []), seed,
+                          weights, device, out)
+    if json_:
+        import json
+
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("metric", "scope", "value", title=f"{detector} on {category} ({rows[0]['workdir']})")
+    for row in rows:
+        table.add_row(row["metric"], row["scope"], f"{row['value']:.4f}")
+    console.print(table)
+
+
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the console shows warnings; run logs get everything
+        handler.setLevel(logging.WARNING)
     try:
         app()
     except UserError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -95,6 +95,8 @@ class ExecutorConfig(Strict):
     address: str | None = None
     gpus_per_job: float = 0
     cpus_per_job: float = 1
+    partition: str | None = Field(None, description="SLURM partition (kind: slurm)")
+    time: str | None = Field(None, description="SLURM time limit per job, e.g. '04:00:00' (kind: slurm)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,7 +1,7 @@
-"""Plugin registry: methods, detectors and metrics are found through entry-point groups.
+"""Plugin registry: methods, detectors, metrics and mask sources are found through entry-point groups.
 
 The harness never imports a plugin by name; a third-party package adds one by declaring an entry
-point in `acbench.methods`, `acbench.detectors` or `acbench.metrics`.
+point in `acbench.methods`, `acbench.detectors`, `acbench.metrics` or `acbench.masks`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from acbench.errors import UserError, did_you_mean
 
-Kind = Literal["methods", "detectors", "metrics"]
-KINDS: tuple[Kind, ...] = ("methods", "detectors", "metrics")
+Kind = Literal["methods", "detectors", "metrics", "masks"]
+KINDS: tuple[Kind, ...] = ("methods", "detectors", "metrics", "masks")
 
 
 @cache

@@ -77,6 +77,11 @@ class WeightRequirement:
 
     name: str
     description: str = ""
+    # Where it is found, for `acbench weights check` and the planner (any that apply):
+    repo_id: str | None = None  # a Hugging Face hub id, looked up in the hub cache
+    filename: str | None = None  # a torch-hub checkpoint file name, looked up in $TORCH_HOME/hub/checkpoints
+    url: str | None = None  # where that file is downloaded from when online
+    path: str | None = None  # an explicit local file or folder (from the plugin's options)
 
 
 class Synthesizer(ABC):
@@ -95,7 +100,11 @@ class Synthesizer(ABC):
         return []
 
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
-        """Learn from the synthesis split; write everything needed later into `workdir`."""
+        """Learn from the synthesis split; write everything needed later into `workdir`.
+
+        Training-free methods (fit_scope "none") keep this default, which learns nothing.
+        """
+        return None
 
     @abstractmethod
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:

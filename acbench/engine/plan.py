@@ -37,11 +37,26 @@ class Job:
     def id(self) -> str:
         parts = [self.stage] + ([self.detector] if self.detector else []) + [self.method, self.category,
                                                                            str(self.seed)]
-        return "/".join(p.replace("/", "@") for p in parts)
+        return "/".join(_safe_part(p) for p in parts)
 
     @property
     def relpath(self) -> PurePosixPath:
         return PurePosixPath("artifacts", self.id)
+
+
+def _safe_part(part: str) -> str:
+    """One path component: labels come from protocols, so '/' and '..' must not reach the file system."""
+    part = part.replace("/", "@").replace("\\", "@")
+    return part if part.strip(".") else part.replace(".", "@") or "@"
+
+
+def cost_key(stage: str, plugin: str, preset: str = "") -> str:
+    """What a job's cost depends on most: stage, plugin and size preset (`acbench plan` groups by it)."""
+    return f"{stage}:{plugin}:{preset}" if preset else f"{stage}:{plugin}"
+
+
+def _preset(options: dict[str, Any]) -> str:
+    return str(options.get("model") or options.get("preset") or "")
 
 
 def _method_index(protocol: Protocol) -> dict[str, int]:
@@ -68,27 +83,32 @@ def plan(protocol: Protocol, categories: list[str]) -> list[Job]:
             dataset_fit = None
             if scope == "dataset":
                 dataset_fit = add("fit", method.label, ALL_CATEGORIES, seed, [], [data_cfg, m_cfg],
-                                  method_index=m_index, categories=categories)
+                                  method_index=m_index, categories=categories,
+                                  cost_key=cost_key("fit", method.name, _preset(method.options)))
             for cat in categories:
                 fit_deps = [dataset_fit] if dataset_fit else []
                 if scope == "category":
                     fit_deps = [add("fit", method.label, cat, seed, [], [data_cfg, m_cfg],
-                                    method_index=m_index, categories=[cat])]
+                                    method_index=m_index, categories=[cat],
+                                    cost_key=cost_key("fit", method.name, _preset(method.options)))]
                 gen = add("generate", method.label, cat, seed, fit_deps,
                           [data_cfg, m_cfg, protocol.generation.model_dump(mode="json")],
-                          method_index=m_index, fit=fit_deps[0].id if fit_deps else None)
+                          method_index=m_index, fit=fit_deps[0].id if fit_deps else None,
+                          cost_key=cost_key("generate", method.name, _preset(method.options)))
                 if protocol.metrics:
                     add("quality", method.label, cat, seed, [gen], [data_cfg, protocol.metrics],
-                        metrics=list(protocol.metrics))
+                        metrics=list(protocol.metrics), cost_key=cost_key("quality", "+".join(protocol.metrics)))
                 for d_index, det in enumerate(protocol.detectors):
                     if _uses_synthetic(det.name):
                         add("detect", method.label, cat, seed, [gen], [data_cfg, det.model_dump(mode="json")],
-                            detector=det.label, detector_index=d_index)
+                            detector=det.label, detector_index=d_index,
+                            cost_key=cost_key("detect", det.name, det.preset))
         for cat in categories:
             for d_index, det in enumerate(protocol.detectors):
                 if not _uses_synthetic(det.name):
                     add("detect", NO_METHOD, cat, seed, [], [data_cfg, det.model_dump(mode="json")],
-                        detector=det.label, detector_index=d_index)
+                        detector=det.label, detector_index=d_index,
+                        cost_key=cost_key("detect", det.name, det.preset))
     return jobs
 
 

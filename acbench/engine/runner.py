@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import platform
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -17,10 +17,12 @@ import pandas as pd
 
 from acbench import __version__
 from acbench.data.io import atomic_write
+from acbench.engine.executors import make_executor
 from acbench.engine.plan import Job, plan
-from acbench.engine.stages import execute_job, resolve_device, study_categories
+from acbench.engine.preflight import preflight
+from acbench.engine.stages import resolve_device, study_categories
 from acbench.engine.store import RunStore
-from acbench.errors import UserError
+from acbench.engine.worker import JOB_LOG_FORMAT, JobOutcome, disk_full_error, job_log_path
 from acbench.protocol import Protocol
 
 log = logging.getLogger("acbench")
@@ -33,11 +35,39 @@ class StudyResult:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # job id -> one-line reason
+    user_errors: dict[str, str] = field(default_factory=dict)  # failed because of the user's input
+    blocked: dict[str, str] = field(default_factory=dict)  # job id -> the failed job it needed
+    not_run: list[str] = field(default_factory=list)  # left after --fail-fast stopped the study
+    stopped: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
     results: pd.DataFrame | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.not_run
+
+    @property
+    def exit_code(self) -> int:
+        """0: all done; 2: only the user's input is at fault (fix it and re-run); 1: a job broke."""
+        if self.ok:
+            return 0
+        own_failures = set(self.failed) - set(self.blocked)
+        return 2 if own_failures and own_failures <= set(self.user_errors) else 1
+
+    def record(self, job: Job, outcome: JobOutcome) -> None:
+        if outcome.status == "cached":
+            self.skipped.append(job.id)
+        elif outcome.status == "done":
+            self.ran.append(job.id)
+            self.seconds[job.id] = outcome.seconds
+        else:
+            self.failed[job.id] = f"{outcome.error} (see {job_log_path(RunStore(self.root), job.id)})"
+            if outcome.user_error:
+                self.user_errors[job.id] = outcome.error
+
+    def block(self, job: Job, dependency: str) -> None:
+        self.blocked[job.id] = dependency
+        self.failed[job.id] = f"not run: dependency {dependency} failed"
 
 
 def package_versions() -> dict[str, str]:
@@ -54,7 +84,7 @@ def package_versions() -> dict[str, str]:
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=False,
                               timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -70,55 +100,22 @@ def _device_info(device: str) -> dict[str, str]:
 
 
 def _add_file_log(store: RunStore) -> logging.Handler:
+    """Everything (INFO and up) goes to logs/run.log; the console keeps its own level (warnings)."""
     handler = logging.FileHandler(store.logs / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.INFO)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(JOB_LOG_FORMAT))
+    root = logging.getLogger()
+    handler.previous_level = root.level  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
     return handler
 
 
-class LocalExecutor:
-    """Runs jobs one after another in this process, in plan order (dependencies first)."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-
-    def run(self, protocol: Protocol, store: RunStore, jobs: list[Job], result: StudyResult,
-            fail_fast: bool, progress) -> None:
-        failed: set[str] = set()
-        for job in jobs:
-            if store.is_done(job):
-                result.skipped.append(job.id)
-                progress.job_done(job, "cached")
-                continue
-            broken = [d for d in job.deps if d in failed]
-            if broken:
-                failed.add(job.id)
-                result.failed[job.id] = f"dependency {broken[0]} failed"
-                progress.job_done(job, "blocked")
-                continue
-            progress.job_start(job)
-            start = time.time()
-            try:
-                execute_job(protocol, store, job, self.device, progress.inner)
-            except Exception as exc:  # a failing job is recorded; the others continue
-                failed.add(job.id)
-                result.failed[job.id] = _record_failure(store, job, exc)
-                progress.job_done(job, "failed")
-                if fail_fast or isinstance(exc, KeyboardInterrupt):
-                    raise
-                continue
-            log.info("job %s done in %.1fs", job.id, time.time() - start)
-            result.ran.append(job.id)
-            progress.job_done(job, "done")
-
-
-def _record_failure(store: RunStore, job: Job, exc: BaseException) -> str:
-    log_path = store.logs / (job.id.replace("/", "__") + ".err")
-    log_path.write_text("".join(traceback.format_exception(exc)))
-    reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-    log.error("job %s failed: %s (traceback in %s)", job.id, reason, log_path)
-    return f"{reason} (see {log_path})"
+def _remove_file_log(handler: logging.Handler) -> None:
+    root = logging.getLogger()
+    root.removeHandler(handler)
+    root.setLevel(handler.previous_level)  # type: ignore[attr-defined]
+    handler.close()
 
 
 def collect_results(store: RunStore, jobs: list[Job]) -> pd.DataFrame:
@@ -136,54 +133,60 @@ def _manifest(protocol: Protocol, source: str | None, device: str, jobs: list[Jo
         "protocol_hash": protocol.hash(), "versions": package_versions(), "git_commit": git_commit(),
         **_device_info(device), "seeds": protocol.seeds, "categories": categories,
         "split": protocol.dataset.split.model_dump(), "weights_policy": protocol.weights,
-        "jobs": len(jobs), "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "jobs": len(jobs), "plan": [{"id": j.id, "stage": j.stage, "hash": j.hash, "deps": list(j.deps)}
+                                    for j in jobs],
+        "executor": protocol.executor.model_dump(mode="json"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "command": " ".join(sys.argv),
     }
-
-
-def make_executor(protocol: Protocol, device: str):
-    kind = protocol.executor.kind
-    if kind == "local":
-        return LocalExecutor(device)
-    raise UserError(f"executor.kind: '{kind}' is not available in this installation; use 'local'")
 
 
 def run_study(protocol: Protocol, out: str | Path | None = None, source: str | None = None,
               fail_fast: bool = False, progress=None, report: bool = True,
               on_plan: Callable[[list[Job]], None] | None = None) -> StudyResult:
     """Plan and run a whole study; resumable (finished jobs with matching hashes are skipped)."""
-    from acbench.engine.progress import NullProgress
-
-    progress = progress or NullProgress()
     store = RunStore(out or protocol.output_dir())
     store.lock()
     handler = _add_file_log(store)
     try:
-        started = time.time()
-        device = resolve_device(protocol.executor.device)
-        categories = study_categories(protocol)
-        jobs = plan(protocol, categories)
-        if on_plan:
-            on_plan(jobs)
-        store.clean_temporaries()
-        manifest = _manifest(protocol, source, device, jobs, categories, started)
-        store.write_json("manifest.json", manifest)
-        result = StudyResult(store.root, jobs)
-        progress.start(jobs)
-        try:
-            make_executor(protocol, device).run(protocol, store, jobs, result, fail_fast, progress)
-        finally:
-            progress.stop()
-        result.results = collect_results(store, jobs)
-        manifest.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - started, 1),
-                        failed_jobs=sorted(result.failed))
-        store.write_json("manifest.json", manifest)
-        if report:
-            from acbench.report import render_report
-
-            render_report(store.root)
-        return result
+        return _run_locked(protocol, store, source, fail_fast, progress, report, on_plan)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # finished artifacts stay valid; temporaries are gone next run
+            raise disk_full_error(exc, store.root) from None
+        raise
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        _remove_file_log(handler)
         store.unlock()
+
+
+def _run_locked(protocol: Protocol, store: RunStore, source: str | None, fail_fast: bool, progress,
+                report: bool, on_plan: Callable[[list[Job]], None] | None) -> StudyResult:
+    from acbench.engine.progress import NullProgress
+
+    progress = progress or NullProgress()
+    started = time.time()
+    device = resolve_device(protocol.executor.device)
+    categories = study_categories(protocol)
+    jobs = plan(protocol, categories)
+    preflight(protocol, categories)
+    executor = make_executor(protocol, device)  # a missing optional backend is reported before any work
+    if on_plan:
+        on_plan(jobs)
+    store.clean_temporaries()
+    manifest = _manifest(protocol, source, device, jobs, categories, started)
+    store.write_json("manifest.json", manifest)
+    result = StudyResult(store.root, jobs)
+    progress.start(jobs)
+    try:
+        executor.run(protocol, store, jobs, result, fail_fast, progress)
+    finally:
+        progress.stop()
+    result.results = collect_results(store, jobs)
+    manifest.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - started, 1),
+                    failed_jobs=sorted(result.failed))
+    store.write_json("manifest.json", manifest)
+    if report:
+        from acbench.report import render_report
+
+        render_report(store.root)
+    return result

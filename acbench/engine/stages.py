@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import shutil
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ from acbench.data.category import CategoryData
 from acbench.data.mvtec import load_category, resolve_categories
 from acbench.engine.plan import NO_METHOD, Job
 from acbench.engine.store import RunStore
+from acbench.errors import UserError
 from acbench.protocol import Protocol
 from acbench.synthesis import GenerationRequest, SyntheticSet, write_synthetic_set
 
@@ -75,12 +77,32 @@ def execute_job(protocol: Protocol, store: RunStore, job: Job, device: str = "cp
     seed_everything(job.seed)
     tmp = store.begin(job)
     try:
+        started = time.perf_counter()
+        _reset_gpu_peak(device)
         rows, info = STAGES[job.stage](protocol, store, job, tmp, device, progress)
+        # Timings feed the cost estimates of later plans (`acbench plan`).
+        info = {**info, "seconds": round(time.perf_counter() - started, 3), "device": device,
+                "peak_gpu_gb": _gpu_peak_gb(device), "cost_key": job.params.get("cost_key", job.stage)}
         context = _context(protocol, job)
         store.commit(job, tmp, [{**context, **r} for r in rows], info)
     finally:
         if tmp.exists():  # the job failed before its commit: nothing half-written stays
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _reset_gpu_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak_gb(device: str) -> float:
+    if not device.startswith("cuda"):
+        return 0.0
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
 
 
 def _method(protocol: Protocol, job: Job):
@@ -116,6 +138,9 @@ def _generate(protocol: Protocol, store: RunStore, job: Job, tmp: Path, device: 
             yield from synth.generate(data, request)
 
     count = write_synthetic_set(tmp, samples(), data.category, job.method, job.seed, progress=tick)
+    if count == 0:
+        raise UserError(f"method '{job.method}' produced an empty synthetic set for category "
+                        f"'{job.category}'; check its options")
     info = {"provenance": synth.provenance(), "pairs": count}
     return [], info
 

@@ -41,7 +41,7 @@ class RunStore:
         """Refuse a second concurrent run on the same folder. The OS releases the lock when the
         holding process dies, so a stale lock from a killed run is taken over automatically."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+        fh = open(self.root / ".lock", "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -58,6 +58,19 @@ class RunStore:
         fh.flush()
         self._lock_fh = fh
 
+    def is_locked(self) -> bool:
+        """Whether a live run holds this folder's lock (without taking it)."""
+        path = self.root / ".lock"
+        if not path.is_file():
+            return False
+        with open(path) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
     def unlock(self) -> None:
         if self._lock_fh is not None:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
@@ -73,11 +86,20 @@ class RunStore:
         return self.root / rel
 
     def is_done(self, job: Job) -> bool:
-        marker = self.path(job) / MARKER
+        return self.has_marker(job.id, job.hash)
+
+    def has_marker(self, job_id: str, config_hash: str) -> bool:
+        """A finished artifact of this exact configuration (a stale one has another hash)."""
+        marker = self.path(job_id) / MARKER
         try:
-            return json.loads(marker.read_text()).get("hash") == job.hash
+            return json.loads(marker.read_text()).get("hash") == config_hash
         except (OSError, ValueError):
             return False
+
+    def in_progress(self, job_id: str) -> bool:
+        """A temporary folder of this job exists (it is being built, or was left by a killed run)."""
+        final = self.path(job_id)
+        return final.parent.is_dir() and any(final.parent.glob(f".tmp-{final.name}-*"))
 
     def begin(self, job: Job) -> Path:
         """A fresh temporary folder in which the job builds its artifact."""
@@ -114,6 +136,9 @@ class RunStore:
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                     removed += 1
+        for partial in self.root.glob(".*.tmp"):  # atomic_write's temporary files (results.csv, manifest)
+            partial.unlink(missing_ok=True)
+            removed += 1
         return removed
 
     # -- files ------------------------------------------------------------------------------ #

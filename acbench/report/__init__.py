@@ -1,131 +1,215 @@
-"""Reports rendered from a run folder's results.csv and manifest (`acbench report RUN_DIR`)."""
+"""Reports rendered from a run folder (`acbench report RUN_DIR`, also the last stage of `acbench run`).
+
+    report/index.html      one self-contained page: manifest summary, tables, figures, samples
+    report/index.md        the same in Markdown (figures linked)
+    report/tables/         one file per table: .md, .tex (booktabs, for \\input{}), .csv
+    report/figures/        PNG + PDF figures; report/samples/ the sample grids
+
+Works with whatever results exist: every metric in results.csv gets its table, directions come from
+the built-in list or the metric plugin's `higher_is_better`. `acbench report RUN --bootstrap 1000`
+adds 95% intervals of image AUROC/AP from the detectors' predictions.csv; `--formats md,tex,csv`
+chooses the per-table files. Scripts: scripts/screenshot_report.py (headless Chromium),
+scripts/check_latex_tables.py (pdflatex).
+"""
 
 from __future__ import annotations
 
-import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from acbench.data.io import atomic_write_text, save_png
-from acbench.errors import UserError
-from acbench.synthesis import SyntheticSet
-from acbench.weights import RANDOM_MARK
+from acbench.data.io import atomic_write_text
+from acbench.report import document as doc
+from acbench.report.ablation import ablation_frame, ablation_grid
+from acbench.report.bootstrap import bootstrap_intervals
+from acbench.report.correlation import correlation_display, correlations
+from acbench.report.figures import (
+    ablation_chart,
+    grouped_bars,
+    method_colours,
+    quality_utility_scatter,
+    synthetic_share_plot,
+)
+from acbench.report.formats import Grid, metric_grid, to_latex, to_markdown
+from acbench.report.load import RANDOM_NOTE_SHORT, Run, load_run
+from acbench.report.manifest import manifest_facts, weights_grid
+from acbench.report.references import DATASET_NAMES, REFERENCES_DIR, compare, load_references
+from acbench.report.samples import all_sample_grids
+from acbench.report.tables import MetricTable, attach_intervals, build_tables, table_frame
 
 __all__ = ["render_report"]
+log = logging.getLogger(__name__)
 
 
-def _load(run_dir: Path) -> tuple[pd.DataFrame, dict]:
-    results, manifest = run_dir / "results.csv", run_dir / "manifest.json"
-    if not manifest.is_file():
-        raise UserError(f"{run_dir}: not a run folder (manifest.json missing)")
-    frame = pd.read_csv(results, keep_default_na=False) if results.is_file() and results.stat().st_size > 1 \
-        else pd.DataFrame()
-    return frame, json.loads(manifest.read_text())
+def render_report(run_dir: str | Path, formats: list[str] | None = None, bootstrap: int = 0,
+                  samples_per_type: int | None = None, references_dir: str | Path | None = REFERENCES_DIR,
+                  sample_grids: bool | None = None) -> Path:
+    """Render every table, figure and the HTML page of a run folder; returns report/index.html.
+
+    `formats` adds per-table files (md, tex, csv; default: the protocol's report.formats);
+    `bootstrap` > 0 adds 95% intervals from that many resamples of the detectors' predictions.csv.
+    """
+    run = load_run(run_dir)
+    config = run.manifest.get("protocol", {}).get("report", {})
+    formats = formats if formats is not None else config.get("formats", ["md", "csv"])
+    samples_per_type = samples_per_type or config.get("samples_per_type", 3)
+    sample_grids = config.get("sample_grid", True) if sample_grids is None else sample_grids
+    out = run.root / "report"
+    for stale in ("tables", "figures", "samples"):  # a re-render must not keep files of removed results
+        shutil.rmtree(out / stale, ignore_errors=True)
+
+    tables = build_tables(run.frame)
+    if bootstrap > 0:
+        intervals = bootstrap_intervals(run.root, run.frame, bootstrap)
+        for table in tables:
+            attach_intervals(table, intervals)
+    _write_table_files(tables, out / "tables", formats)
+
+    blocks = _summary_blocks(run)
+    blocks += _table_blocks(tables)
+    blocks += _ablation_blocks(tables, run, out, formats)
+    blocks += _reference_blocks(tables, run, references_dir)
+    blocks += _correlation_blocks(run, out)
+    blocks += _figure_blocks(tables, run, out)
+    if sample_grids:
+        blocks += _sample_blocks(run, out, samples_per_type)
+
+    atomic_write_text(out / "index.md", f"# {run.name}\n\n" + doc.to_md(blocks, out))
+    index = out / "index.html"
+    atomic_write_text(index, doc.to_page(blocks, f"acbench report — {run.name}"))
+    return index
 
 
-def method_label(row: pd.Series) -> str:
-    variant = row.get("variant", "")
-    return f"{row['method']}/{variant}" if variant else str(row["method"])
+def _summary_blocks(run: Run) -> list[doc.Block]:
+    blocks = []
+    if run.random_parts:
+        shown = ", ".join(run.random_parts[:8]) + (" …" if len(run.random_parts) > 8 else "")
+        blocks.append(doc.banner(f"{RANDOM_NOTE_SHORT.upper()}: some networks ran on random weights "
+                                 f"({shown}); their numbers only test the pipeline."))
+    blocks += [doc.heading("Run"), doc.facts(manifest_facts(run))]
+    weights = weights_grid(run)
+    if weights is not None:
+        blocks.append(doc.grid(weights))
+    return blocks
 
 
-def category_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """metric (and detector) -> table of categories x methods, category-level values, mean row."""
-    if frame.empty:
-        return {}
-    frame = frame[frame["anomaly_type"].astype(str) == ""].copy()
-    frame["label"] = frame.apply(method_label, axis=1)
-    frame["table"] = frame.apply(lambda r: f"{r['metric']} ({r['detector']})" if r["detector"] else r["metric"],
-                                 axis=1)
-    tables = {}
-    for name, part in frame.groupby("table", sort=True):
-        table = part.pivot_table(index="category", columns="label", values="value", aggfunc="mean")
-        table.loc["mean"] = table.mean(numeric_only=True)
-        tables[str(name)] = table
-    return tables
+def _table_blocks(tables: list[MetricTable]) -> list[doc.Block]:
+    if not tables:
+        return [doc.heading("Results"), doc.text("No results yet: results.csv is empty or missing.")]
+    blocks = [doc.heading("Generation quality")] if any(not t.detector for t in tables) else []
+    blocks += [doc.grid(metric_grid(t)) for t in tables if not t.detector]
+    detection = [t for t in tables if t.detector]
+    if detection:
+        blocks.append(doc.heading("Downstream detection (real held-out anomalies)"))
+        blocks += [doc.grid(metric_grid(t)) for t in detection]
+    return blocks
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| category | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for idx, row in table.iterrows():
-        cells = ["" if pd.isna(v) else f"{v:.4g}" for v in row]
-        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _write_table_files(tables: list[MetricTable], folder: Path, formats: list[str]) -> None:
+    for table in tables:
+        grid = metric_grid(table)
+        if "md" in formats:
+            atomic_write_text(folder / f"{table.key}.md", to_markdown(grid))
+        if "tex" in formats:
+            atomic_write_text(folder / f"{table.key}.tex", to_latex(grid))
+        if "csv" in formats:
+            atomic_write_text(folder / f"{table.key}.csv", table_frame(table).to_csv(index=False))
+    if tables and "csv" in formats:
+        all_rows = pd.concat([table_frame(t) for t in tables], ignore_index=True)
+        atomic_write_text(folder / "all_tables.csv", all_rows.to_csv(index=False))
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = image.astype(np.float32)
-    out[mask] = 0.5 * out[mask] + 0.5 * np.array([255, 0, 0], np.float32)
-    return out.astype(np.uint8)
+def _ablation_blocks(tables: list[MetricTable], run: Run, out: Path, formats: list[str]) -> list[doc.Block]:
+    grid = ablation_grid(tables, run.methods_config)
+    if grid is None:
+        return []
+    atomic_write_text(out / "tables" / "ablation.md", to_markdown(grid))
+    atomic_write_text(out / "tables" / "ablation.tex", to_latex(grid))
+    frame = ablation_frame(grid)
+    atomic_write_text(out / "tables" / "ablation.csv", frame.to_csv(index=False))
+    chart = ablation_chart(frame, out / "figures" / "ablation")
+    return [doc.heading("Ablation"), doc.grid(grid), doc.figure(chart, "ablation: mean over categories", wide=True)]
 
 
-def sample_grid(synthetic: SyntheticSet, per_type: int) -> np.ndarray:
-    """Rows of (image | mask overlay) pairs: `per_type` samples of each anomaly type."""
-    rows = []
-    for _atype, records in sorted(synthetic.by_type().items()):
-        tiles = []
-        for rec in records[:per_type]:
-            image, mask = rec.load()
-            tiles += [image, _overlay(image, mask)]
-        rows.append(tiles)
-    height = max(t.shape[0] for row in rows for t in row)
-    width = max(len(row) for row in rows)
-    size = rows[0][0].shape[1]
-    grid = np.full((height * len(rows), size * width, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        for c, tile in enumerate(row):
-            grid[r * height : r * height + tile.shape[0], c * size : c * size + tile.shape[1]] = tile
-    return grid
+def _reference_blocks(tables: list[MetricTable], run: Run, references_dir: str | Path | None) -> list[doc.Block]:
+    if references_dir is None or not Path(references_dir).is_dir():
+        return []
+    kind = run.manifest.get("protocol", {}).get("dataset", {}).get("kind", "")
+    dataset = DATASET_NAMES.get(kind)
+    if dataset is None:
+        return []
+    pairs = compare(tables, load_references(references_dir), dataset)
+    if not pairs:
+        return []
+    blocks = [doc.heading("Published numbers beside measured ones"),
+              doc.text("Paper values as printed (percent where the paper uses percent); "
+                       "difference = acbench − paper. Sources and provenance: reports/references/.")]
+    return blocks + [doc.grid(Grid.from_frame(title, frame)) for title, frame in pairs]
 
 
-def _random_weights(frame: pd.DataFrame, run_dir: Path) -> list[str]:
-    notes = []
-    for col in ("weights", "generator_weights"):
-        if col in frame.columns and (frame[col].astype(str) == "random").any():
-            notes.append(col)
-    for marker in (run_dir / "artifacts").rglob("DONE.json"):
-        prov = json.loads(marker.read_text()).get("provenance", {})
-        if prov.get("random_weights"):
-            notes.append(marker.parent.relative_to(run_dir).as_posix())
-    return sorted(set(notes))
+def _correlation_blocks(run: Run, out: Path) -> list[doc.Block]:
+    table = correlations(run.frame)
+    if table.empty:
+        return []
+    atomic_write_text(out / "tables" / "quality_vs_utility.csv", table.to_csv(index=False))
+    grid = Grid.from_frame("Rank correlation across methods × categories", correlation_display(table),
+                           ["signs oriented so that + means: better quality score, better detector"])
+    atomic_write_text(out / "tables" / "quality_vs_utility.tex", to_latex(grid))
+    return [doc.heading("Does quality predict utility?"), doc.grid(grid)]
 
 
-def render_report(run_dir: str | Path, samples_per_type: int = 3) -> Path:
-    """Write report/index.md (tables) and report/samples/*.png (grids); returns the index path."""
-    run_dir = Path(run_dir)
-    frame, manifest = _load(run_dir)
-    out = run_dir / "report"
-    lines = [f"# {manifest['protocol']['name']}", ""]
-    random_parts = _random_weights(frame, run_dir)
-    if random_parts:
-        lines += [f"> **{RANDOM_MARK.upper()}**: some networks ran on random weights "
-                  f"({', '.join(random_parts[:6])}{' …' if len(random_parts) > 6 else ''}).", ""]
-    split = manifest.get("split", {})
-    lines += [f"- protocol hash `{manifest['protocol_hash']}`, acbench {manifest['versions']['acbench']}, "
-              f"torch {manifest['versions'].get('torch')}, device {manifest.get('device')}",
-              f"- seeds {manifest['seeds']}, categories {', '.join(manifest['categories'])}",
-              f"- split: fraction {split.get('fraction')} ({split.get('order')})"
-              + (", **legacy overlap** (AnomalyDiffusion code: one image per type on both sides)"
-                 if split.get("legacy_overlap") else ", synthesis and evaluation disjoint"),
-              f"- weights policy: {manifest.get('weights_policy')}"]
-    if manifest.get("failed_jobs"):
-        lines.append(f"- **failed jobs**: {', '.join(manifest['failed_jobs'])} (see logs/)")
-    lines.append("")
-    for name, table in category_tables(frame).items():
-        lines += [f"## {name}", "", _markdown(table), ""]
-    grids = []
-    gen_root = run_dir / "artifacts" / "generate"
-    for index in sorted(gen_root.glob("*/*/*/index.csv")) if gen_root.is_dir() else []:
-        method, category, seed = index.parent.relative_to(gen_root).parts
-        name = f"{method}_{category}_seed{seed}.png".replace("@", "-")
-        save_png(out / "samples" / name, sample_grid(SyntheticSet(index.parent), samples_per_type))
-        grids.append((method.replace("@", "/"), category, seed, name))
-    if grids:
-        lines += ["## Samples (image | mask overlay, one row per anomaly type)", ""]
-        for method, category, seed, name in grids:
-            lines += [f"### {method} — {category} (seed {seed})", "", f"![{method} {category}](samples/{name})", ""]
-    index_path = out / "index.md"
-    atomic_write_text(index_path, "\n".join(lines) + "\n")
-    return index_path
+def _scatter_pairs(correlation: pd.DataFrame) -> list[pd.Series]:
+    """Up to two correlation rows to plot: IC-LPIPS and IS against pixel AP (or the first downstream)."""
+    if correlation.empty:
+        return []
+    downstream = [d for d in correlation["downstream"].unique() if d.startswith("pixel_ap")] or \
+        list(correlation["downstream"].unique())
+    chosen = []
+    for quality in ("ic_lpips_ad", "ic_lpips", "is"):
+        hits = correlation[(correlation["quality_column"] == quality) & (correlation["downstream"] == downstream[0])]
+        if not hits.empty:
+            chosen.append(hits.iloc[0])
+    return chosen[:2]
+
+
+def _figure_blocks(tables: list[MetricTable], run: Run, out: Path) -> list[doc.Block]:
+    blocks = []
+    colours = method_colours(list(dict.fromkeys(run.frame["label"]))) if not run.frame.empty else {}
+    for table in tables:
+        values = table.mean.to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size and values.max() > values.min():  # a chart of equal bars says nothing
+            png = grouped_bars(table, out / "figures" / f"bars_{table.key}", colours)
+            seeds = table.count.to_numpy(dtype=float).max() > 1
+            blocks.append(doc.figure(png, f"{table.title}: per category"
+                                     + (", error bars = std over seeds" if seeds else " (one seed)"),
+                                     wide=len(table.mean.index) > 7))
+    random = bool(run.random_parts)
+    for stats in _scatter_pairs(correlations(run.frame)):
+        quality, downstream = stats["quality_column"], stats["downstream"]
+        title = (f"Spearman ρ {stats['spearman_rho']:+.2f}, Kendall τ {stats['kendall_tau']:+.2f} "
+                 f"({int(stats['points'])} method × category points)")
+        png = quality_utility_scatter(run.frame, quality, downstream, title,
+                                      out / "figures" / f"scatter_{quality}", random, colours)
+        blocks.append(doc.figure(png, f"{stats['quality']} vs {downstream}, one point per method × category"))
+    share = synthetic_share_plot(run.frame, out / "figures" / "synthetic_share", colours)
+    if share is not None:
+        blocks.append(doc.figure(share, "detection metrics (mean over categories and seeds) against the share of "
+                                        "synthetic anomalies in training batches", wide=True))
+    return ([doc.heading("Figures")] + blocks) if blocks else []
+
+
+def _sample_blocks(run: Run, out: Path, per_type: int) -> list[doc.Block]:
+    from acbench.report.manifest import dataset_root_of
+
+    order = [f"{m['name']}/{m['variant']}" if m.get("variant") else m["name"] for m in run.methods_config]
+    grids = all_sample_grids(run.root, out / "samples", per_type, dataset_root_of(run), order)
+    if not grids:
+        return []
+    blocks = [doc.heading("Samples"),
+              doc.text("Per category and defect type: one row per method, each sample as normal | generated | "
+                       "mask overlay; methods share source images where their sets allow.")]
+    return blocks + [doc.figure(path, f"{category} — {atype}", wide=True) for category, atype, path in grids]

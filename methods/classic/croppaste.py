@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
+from acbench_methods.classic.common import pick_normal
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from acbench.errors import UserError
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer
-from acbench_methods.classic.common import pick_normal
 
 
 class CropPasteOptions(BaseModel):

@@ -12,12 +12,12 @@ from typing import Literal
 
 import numpy as np
 import torch
+from acbench_methods.classic.common import pick_normal, to_tensor, to_uint8, torch_seed
 from pydantic import BaseModel, ConfigDict, Field
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer
-from acbench_methods.classic.common import pick_normal, to_tensor, to_uint8, torch_seed
 
 
 class CutPasteOptions(BaseModel):

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+from acbench_methods.classic.common import pick_normal, to_tensor, to_uint8, torch_seed
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from acbench.data.io import IMAGE_SUFFIXES
 from acbench.errors import UserError
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer
-from acbench_methods.classic.common import pick_normal, to_tensor, to_uint8, torch_seed
 
 
 class PerlinOptions(BaseModel):
@@ -53,6 +52,9 @@ class PerlinDraem(Synthesizer):
         return list(data.normal_train)
 
     def generate(self, data, request: GenerationRequest) -> Iterator[Sample]:
+        # Imported here: anomalib takes seconds to import, and every worker process imports this package.
+        from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+
         rng = request.rng()
         generator = PerlinAnomalyGenerator(probability=1.0, blend_factor=tuple(self.options.blend_factor))
         sources = self._sources(data)

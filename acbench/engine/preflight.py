@@ -1,0 +1,24 @@
+"""Checks made before the first job runs, so a user mistake costs seconds, not a night of GPU time."""
+
+from __future__ import annotations
+
+from acbench.data import dataset_root
+from acbench.data.mvtec import category_problems
+from acbench.engine.requirements import require_weights
+from acbench.errors import UserError
+from acbench.protocol import Protocol
+
+
+def check_data(protocol: Protocol, categories: list[str]) -> None:
+    """Layout of every category: masks present, mask sizes equal image sizes, image headers readable."""
+    root = dataset_root(protocol.dataset)
+    for category in categories:
+        problems = category_problems(root, category, deep=True)
+        if problems:
+            more = f" (and {len(problems) - 1} more: run 'acbench data check {root}')" if len(problems) > 1 else ""
+            raise UserError(problems[0] + more)
+
+
+def preflight(protocol: Protocol, categories: list[str]) -> None:
+    check_data(protocol, categories)
+    require_weights(protocol)

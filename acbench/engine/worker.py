@@ -1,0 +1,108 @@
+"""Running one job wherever an executor puts it: this process, a Ray worker, a SLURM node.
+
+`run_job` takes only plain data (the protocol as JSON, the run folder, the job), writes a plain log
+file per job (`logs/<job>.log`), records a failure's traceback (`logs/<job>.err`) and returns a
+`JobOutcome` instead of raising, so one failing job never stops the others.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from acbench.engine.plan import Job
+from acbench.engine.store import RunStore
+from acbench.errors import UserError
+
+log = logging.getLogger("acbench")
+
+JOB_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass
+class JobOutcome:
+    job_id: str
+    status: str  # done | cached | failed
+    seconds: float = 0.0
+    error: str = ""  # one line
+    user_error: bool = False  # the user's input is at fault (exit code 2), not the code
+
+
+def log_name(job_id: str) -> str:
+    return job_id.replace("/", "__")
+
+
+def job_log_path(store: RunStore, job_id: str) -> Path:
+    return store.logs / f"{log_name(job_id)}.log"
+
+
+def job_error_path(store: RunStore, job_id: str) -> Path:
+    return store.logs / f"{log_name(job_id)}.err"
+
+
+def disk_full_error(exc: OSError, where: Path) -> UserError:
+    return UserError(f"disk full while writing under {where} ({exc.strerror or exc}); free space and re-run "
+                     "(finished jobs are kept)")
+
+
+def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
+            progress: Callable[[int, int], None] | None = None) -> JobOutcome:
+    """Run `job` unless it is already done; never raises for a job's own failure."""
+    from acbench.engine.stages import execute_job, resolve_device
+    from acbench.protocol import Protocol
+
+    store = RunStore(root)
+    if store.is_done(job):
+        return JobOutcome(job.id, "cached")
+    protocol = Protocol.model_validate_json(protocol_json)
+    error_file = job_error_path(store, job.id)
+    error_file.unlink(missing_ok=True)  # a retried job starts with a clean record
+    handler = _attach_job_log(job_log_path(store, job.id))
+    started = time.time()
+    try:
+        device = resolve_device(device)
+        log.info("job %s started on %s", job.id, device)
+        execute_job(protocol, store, job, device, progress)
+        seconds = time.time() - started
+        log.info("job %s done in %.1fs", job.id, seconds)
+        return JobOutcome(job.id, "done", seconds)
+    except Exception as exc:  # recorded; the executor carries on with the other jobs
+        return _failure(store, job, exc, time.time() - started)
+    finally:
+        _detach(handler)
+
+
+def _failure(store: RunStore, job: Job, exc: Exception, seconds: float) -> JobOutcome:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        exc = disk_full_error(exc, store.path(job).parent)
+    reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    text = "".join(traceback.format_exception(exc))
+    try:
+        job_error_path(store, job.id).write_text(text)
+    except OSError:  # the disk may be the very problem: the log line below still says why
+        pass
+    log.error("job %s failed: %s\n%s", job.id, reason, text)
+    return JobOutcome(job.id, "failed", seconds, reason, isinstance(exc, UserError))
+
+
+def _attach_job_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(JOB_LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    handler.previous_level = root.level  # type: ignore[attr-defined]
+    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))  # console handlers keep their own level
+    return handler
+
+
+def _detach(handler: logging.Handler) -> None:
+    root = logging.getLogger()
+    root.removeHandler(handler)
+    root.setLevel(handler.previous_level)  # type: ignore[attr-defined]
+    handler.close()

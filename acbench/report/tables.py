@@ -1,0 +1,187 @@
+"""Per-metric tables (categories x methods) built from a long-format results frame.
+
+A table holds numbers only (mean, std and count over seeds, optional confidence interval); the
+renderers in `formats` turn it into Markdown, LaTeX, CSV or HTML with the same highlighting.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from acbench.report.load import PERCENT_METRICS, arrow, display_name, metric_direction, random_labels
+
+MEAN_ROW = "mean"
+#: Extra result columns that make rows of the same metric non-comparable: each value gets its own table.
+SPLIT_COLUMNS = ("variant_of_metric", "selection")
+
+
+@dataclass
+class MetricTable:
+    metric: str
+    detector: str
+    direction: bool | None
+    mean: pd.DataFrame  # index: categories + MEAN_ROW; columns: method labels
+    std: pd.DataFrame
+    count: pd.DataFrame  # seeds behind each cell
+    ci_low: pd.DataFrame | None = None
+    ci_high: pd.DataFrame | None = None
+    random: set[str] = field(default_factory=set)  # labels computed with random weights
+    split: dict[str, str] = field(default_factory=dict)  # SPLIT_COLUMNS values of this table
+
+    @property
+    def key(self) -> str:
+        name = f"{self.metric}__{self.detector}" if self.detector else self.metric
+        name += "".join(f"__{v}" for v in self.split.values() if v)
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+    @property
+    def percent(self) -> bool:
+        return self.metric in PERCENT_METRICS
+
+    @property
+    def scale(self) -> float:
+        return 100.0 if self.percent else 1.0
+
+    @property
+    def title(self) -> str:
+        text = display_name(self.metric) + (" (%)" if self.percent else "")
+        text += f" {arrow(self.direction)}" if self.direction is not None else ""
+        if self.split.get("variant_of_metric"):
+            text += f" [{self.split['variant_of_metric']}]"
+        text = f"{text} — {self.detector}" if self.detector else text
+        if self.split.get("selection") == "test":
+            text += " (epoch selected on the test set: optimistic)"
+        return text
+
+    @property
+    def digits(self) -> int:
+        """Decimals: one for percentages and large values, more for small ones (IS, IC-LPIPS, KID)."""
+        if self.percent:
+            return 1
+        finite = np.abs(self.mean.to_numpy(dtype=float))
+        finite = finite[np.isfinite(finite)]
+        if finite.size and np.all(finite == np.round(finite)):  # counts
+            return 0
+        top = float(finite.max()) if finite.size else 0.0
+        return 1 if top >= 10 else 2 if top >= 1 else 3
+
+    def display(self, value: float) -> float:
+        return round(value * self.scale, self.digits)
+
+    def ranks(self, row: str) -> dict[str, int]:
+        """label -> 1 (best) or 2 (second best) in one row, by the displayed (rounded) values."""
+        if self.direction is None:
+            return {}
+        values = {c: self.display(v) for c, v in self.mean.loc[row].items() if not pd.isna(v)}
+        if len(set(values.values())) < 2:  # all tied: highlighting would say nothing
+            return {}
+        distinct = sorted(set(values.values()), reverse=self.direction)
+        rank = {v: i + 1 for i, v in enumerate(distinct[:2])}
+        return {c: rank[v] for c, v in values.items() if v in rank}
+
+
+def category_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Category-level rows with a value (per-type rows have a non-empty anomaly_type)."""
+    if frame.empty:
+        return frame
+    return frame[(frame["anomaly_type"] == "") & frame["value"].notna()]
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    return list(dict.fromkeys(values.tolist()))
+
+
+def _one_table(part: pd.DataFrame, metric: str, detector: str) -> MetricTable:
+    per_seed = part.groupby(["category", "label", "seed"], sort=False)["value"].mean().reset_index()
+    cats = sorted(per_seed["category"].unique())
+    labels = _ordered(part["label"])
+    grouped = per_seed.groupby(["category", "label"])["value"]
+    seed_means = per_seed.groupby(["label", "seed"])["value"].mean().groupby("label")
+
+    def frame_of(cells: pd.Series, summary: pd.Series) -> pd.DataFrame:
+        table = cells.unstack("label").reindex(index=cats, columns=labels)
+        table.loc[MEAN_ROW] = summary.reindex(labels)
+        return table
+
+    return MetricTable(
+        metric, detector, metric_direction(metric),
+        mean=frame_of(grouped.mean(), seed_means.mean()),
+        std=frame_of(grouped.std(ddof=1), seed_means.std(ddof=1)),
+        count=frame_of(grouped.count(), seed_means.count()),
+        random=random_labels(part),  # only the rows of this table: a random detector taints its own tables
+    )
+
+
+def build_tables(frame: pd.DataFrame) -> list[MetricTable]:
+    """One table per (metric, detector, split values): quality metrics first, then each detector's."""
+    rows = category_rows(frame)
+    if rows.empty:
+        return []
+    splits = [c for c in SPLIT_COLUMNS if c in rows.columns]
+    rows = rows.assign(**{c: rows[c].fillna("").astype(str).replace("nan", "") for c in splits})
+    tables = []
+    for keys, part in rows.groupby(["detector", "metric", *splits], sort=True):
+        detector, metric, *values = (str(k) for k in keys)
+        table = _one_table(part, metric, detector)
+        table.split = dict(zip(splits, values, strict=True))
+        tables.append(table)
+    return sorted(tables, key=lambda t: (t.detector != "", t.detector, _metric_order(t.metric), t.key))
+
+
+def _metric_order(metric: str) -> tuple[int, str]:
+    from acbench.report.load import DISPLAY_NAMES
+
+    order = list(DISPLAY_NAMES)
+    return (order.index(metric), metric) if metric in order else (len(order), metric)
+
+
+def attach_intervals(table: MetricTable, intervals: pd.DataFrame) -> None:
+    """Put bootstrap intervals (columns detector, metric, label, category, low, high) into a table."""
+    part = intervals[(intervals["detector"] == table.detector) & (intervals["metric"] == table.metric)]
+    if part.empty:
+        return
+    low = part.pivot_table(index="category", columns="label", values="low", aggfunc="mean")
+    high = part.pivot_table(index="category", columns="label", values="high", aggfunc="mean")
+    table.ci_low = low.reindex(index=table.mean.index, columns=table.mean.columns)
+    table.ci_high = high.reindex(index=table.mean.index, columns=table.mean.columns)
+
+
+def cell_parts(table: MetricTable, row: str, label: str) -> tuple[str, str, str] | None:
+    """(value, '± std' or '', '[low, high]' or '') as display strings; None for an empty cell."""
+    value = table.mean.at[row, label]
+    if pd.isna(value):
+        return None
+    d = table.digits
+    main = f"{table.display(value):.{d}f}"
+    std, n = table.std.at[row, label], table.count.at[row, label]
+    spread = f"{table.display(std):.{d}f}" if n > 1 and not pd.isna(std) else ""
+    interval = ""
+    if table.ci_low is not None and row in table.ci_low.index and label in table.ci_low.columns:
+        lo, hi = table.ci_low.at[row, label], table.ci_high.at[row, label]
+        if not (pd.isna(lo) or pd.isna(hi)):
+            interval = f"{table.display(lo):.{d}f}, {table.display(hi):.{d}f}"
+    return main, spread, interval
+
+
+def table_frame(table: MetricTable) -> pd.DataFrame:
+    """The long CSV form: category, method, mean, std, seeds (+ ci_low, ci_high), raw (unscaled) values."""
+    out = pd.DataFrame({
+        "category": np.repeat(table.mean.index, len(table.mean.columns)),
+        "method": np.tile(table.mean.columns, len(table.mean.index)),
+        "mean": table.mean.to_numpy().ravel(),
+        "std": table.std.to_numpy().ravel(),
+        "seeds": table.count.to_numpy().ravel(),
+    })
+    if table.ci_low is not None:
+        out["ci_low"] = table.ci_low.to_numpy().ravel()
+        out["ci_high"] = table.ci_high.to_numpy().ravel()
+    out.insert(0, "detector", table.detector)
+    out.insert(0, "metric", table.metric)
+    out["higher_is_better"] = table.direction
+    out["random_weights"] = out["method"].isin(table.random)
+    return out[out["mean"].map(lambda v: not (isinstance(v, float) and math.isnan(v)))]

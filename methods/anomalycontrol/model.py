@@ -1,0 +1,181 @@
+"""AnomalyControl assembled: frozen SD-inpainting + CSM/ASEA features + the SGA adapter, batched inference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from acbench.weights import Policy
+from acbench_methods.anomalycontrol.cache import FeatureCache, Reference, default_cache_dir
+from acbench_methods.anomalycontrol.csm import CrossModalSemantics
+from acbench_methods.anomalycontrol.options import AnomalyControlOptions
+from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm, ip_adapter_file
+from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
+from acbench_methods.diffusion import InpaintComponents, build_inpaint_components, composite, sample_inpaint
+
+
+def resize_rgb(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Bicubic resize to `size` (square side, or (height, width))."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC))
+
+
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    h, w = (size, size) if isinstance(size, int) else size
+    if mask.shape == (h, w):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) >= 128
+
+
+def compute_dtype(device: str) -> torch.dtype:
+    return torch.float16 if str(device).startswith("cuda") else torch.float32
+
+
+@dataclass
+class AnomalyControlModel:
+    """The networks of one job, built once: generation calls reuse them for every batch."""
+
+    options: AnomalyControlOptions
+    preset: ModelPreset
+    components: InpaintComponents
+    csm: CrossModalSemantics | None
+    adapter: SemanticGuidedAdapter | None
+    cache: FeatureCache
+    device: str = "cpu"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    _pipeline: Any = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        options: AnomalyControlOptions,
+        policy: Policy = "pretrained",
+        device: str = "cpu",
+        seed: int = 0,
+        architecture: str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> AnomalyControlModel:
+        """Build every network once, on `device` in `dtype` (default: fp16 on CUDA, else fp32).
+
+        `architecture` overrides the preset's networks (e.g. `sd15-arch`: full size, random weights).
+        """
+        preset = MODELS[architecture or options.model]
+        dtype = dtype or compute_dtype(device)
+        components = build_inpaint_components(
+            preset.diffusion, policy, options.sd_inpainting_path, seed, dtype
+        )
+        components.to(device, dtype)
+        csm, adapter, csm_random = None, None, False
+        if options.ablation != "no_sga":
+            csm_model = (
+                "tiny" if preset.diffusion == "tiny" else ("sd15" if preset.diffusion == "sd15" else "arch")
+            )
+            csm, csm_random = build_csm(csm_model, policy, options.blip2_path, seed)
+            csm.model.to(device)
+            csm.model.vision_model.to(dtype)
+            adapter = SemanticGuidedAdapter(
+                components.unet, csm.feature_dim, preset.proj_dim, preset.num_tokens
+            )
+            if options.ip_adapter_path is not None:
+                adapter.load_ip_adapter(ip_adapter_file(options.ip_adapter_path))
+            adapter.to(device, dtype)
+            adapter.attach(components.unet)
+        random_weights = components.random_weights or csm_random
+        provenance = {
+            "random_weights": random_weights,
+            "model": options.model,
+            "ablation": options.ablation,
+            "inpainting": components.source,
+            "csm_random_weights": csm_random,
+        }
+        cache = FeatureCache(options.cache_dir or default_cache_dir())
+        return cls(options, preset, components, csm, adapter, cache, device, provenance)
+
+    # ------------------------------------------------------------------ CSM features
+    @property
+    def csm_settings(self) -> str:
+        opts = self.options
+        return f"text={opts.ablation != 'no_csm'};asea={self.asea_steps};lr={opts.asea_lr}"
+
+    @property
+    def asea_steps(self) -> int:
+        return 0 if self.options.ablation == "no_asea" else self.options.asea_steps
+
+    def reference_features(self, refs: Sequence[Reference]) -> torch.Tensor:
+        """CSM features (N x dim, CPU) of reference anomalies, through the cache."""
+        use_text = self.options.ablation != "no_csm"
+
+        def compute(batch: list[Reference]) -> torch.Tensor:
+            return self.csm(
+                [r.image for r in batch],
+                [r.caption for r in batch] if use_text else None,
+                [r.mask for r in batch],
+                self.asea_steps,
+                self.options.asea_lr,
+            ).features
+
+        return self.cache.get_or_compute(self.csm.fingerprint(), refs, self.csm_settings, compute)
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def inference_steps(self) -> int:
+        return self.options.steps or SCHEDULES[self.options.schedule].inference_steps
+
+    def pipeline(self):
+        """The inpainting pipeline over the components (built on first use, then reused)."""
+        if self._pipeline is None:
+            self._pipeline = self.components.pipeline()
+        return self._pipeline
+
+    def generate(
+        self,
+        normals: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        features: torch.Tensor | None = None,
+    ) -> list[np.ndarray]:
+        """Paint one defect per normal image under its mask, in one batched pipeline call.
+
+        Images of any size are sampled at the preset's resolution and returned at their own size,
+        composited onto the original under the target mask (option `composite`).
+        """
+        size, opts = self.preset.resolution, self.options
+        kwargs: dict[str, Any] = {}
+        if self.adapter is not None:
+            self.adapter.set_scale(opts.scale)
+            positive = features.to(self.device)[:, None]
+            embeds = torch.cat([torch.zeros_like(positive), positive]) if opts.guidance > 1 else positive
+            kwargs["ip_adapter_image_embeds"] = [embeds]
+        generated = sample_inpaint(
+            self.pipeline(),
+            [resize_rgb(n, size) for n in normals],
+            [resize_mask(m, size) for m in masks],
+            prompts,
+            seeds,
+            self.inference_steps,
+            opts.strength,
+            opts.guidance,
+            opts.negative_prompt,
+            **kwargs,
+        )
+        out = []
+        for image, normal, mask in zip(generated, normals, masks):
+            image = resize_rgb(image, normal.shape[:2])
+            sigma = opts.blur_sigma * normal.shape[0] / 512
+            out.append(composite(image, normal, mask, opts.composite, sigma))
+        return out
+
+    def save_adapter(self, path: Path) -> None:
+        self.adapter.save(path)
+
+    def load_adapter(self, path: Path) -> None:
+        self.adapter.load(path)

@@ -1,0 +1,325 @@
+"""The `anomalycontrol` synthesis method: fit the SGA adapter once per dataset, generate in batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+
+from acbench.data.category import CategoryData
+from acbench.data.io import load_mask, load_rgb
+from acbench.errors import UserError
+from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
+from acbench_methods.anomalycontrol.cache import Reference
+from acbench_methods.anomalycontrol.model import AnomalyControlModel
+from acbench_methods.anomalycontrol.options import AnomalyControlOptions
+from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, SCHEDULES, ip_adapter_file
+from acbench_methods.anomalycontrol.references import (
+    TargetMasks,
+    load_captions,
+    reference_entry,
+    reference_of,
+)
+from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
+from acbench_methods.anomalycontrol.train import prepare_training_set, train_adapter
+from acbench_methods.diffusion.components import SD15_INPAINT_REPO
+
+log = logging.getLogger(__name__)
+
+FIT_INFO = "anomalycontrol.json"
+REFERENCES = "references.json"
+DATASET_ADAPTER = "_all"
+
+
+class AnomalyControl(Synthesizer):
+    Options = AnomalyControlOptions
+    fit_scope = "dataset"
+    description = "AnomalyControl: SD-inpainting with CSM/ASEA cross-modal features through the SGA adapter"
+
+    def __init__(self, options=None, weights: str = "pretrained") -> None:
+        super().__init__(options, weights)
+        self._model: AnomalyControlModel | None = None
+        self._loaded_adapter: Path | None = None
+        self._pretrained_provenance: dict[str, Any] | None = None
+        self.last_train_reports: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ weights and provenance
+    @property
+    def policy(self) -> str:
+        return "random" if self.options.model == "tiny" else self.weights_policy
+
+    def required_weights(self) -> list[WeightRequirement]:
+        if self.options.model == "tiny":
+            return []
+        needed = [
+            WeightRequirement("stable-diffusion-inpainting", f"SD-1.5-inpainting ({SD15_INPAINT_REPO})")
+        ]
+        if self.options.ablation != "no_sga":
+            needed.append(
+                WeightRequirement("blip2-itm-vit-g", f"BLIP-2 Q-Former with text input ({BLIP2_ITM_REPO})")
+            )
+            if self.options.ip_adapter_path is not None:
+                needed.append(
+                    WeightRequirement(
+                        "ip-adapter-sd15", f"SGA initialisation ({self.options.ip_adapter_path})"
+                    )
+                )
+        return needed
+
+    def provenance(self) -> dict[str, Any]:
+        if self._model is not None:
+            return dict(self._model.provenance)
+        if self._pretrained_provenance is not None:
+            return dict(self._pretrained_provenance)
+        return {"random_weights": self.options.model == "tiny" or self.weights_policy == "random"}
+
+    def model(self, device: str = "cpu", seed: int = 0) -> AnomalyControlModel:
+        """The networks, built once per instance (a job), reused by every call."""
+        if self._model is None or self._model.device != device:
+            self._model = AnomalyControlModel.build(
+                self.options, self.policy, device, seed, dtype=self._dtype(device)
+            )
+        return self._model
+
+    def _mixed_precision(self, device: str) -> str:
+        if self.options.mixed_precision != "auto":
+            return self.options.mixed_precision
+        return "fp16" if device.startswith("cuda") else "no"
+
+    def _dtype(self, device: str) -> torch.dtype:
+        """The frozen networks' dtype: half precision wherever training runs mixed precision."""
+        return {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            self._mixed_precision(device)
+        ]
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
+        workdir = Path(workdir)
+        if self.options.pretrained_fit is not None:
+            self._copy_pretrained_fit(Path(self.options.pretrained_fit), workdir)
+            return
+        model = self.model(device, seed)
+        info: dict[str, Any] = {
+            "model": self.options.model,
+            "ablation": self.options.ablation,
+            "adapters": {},
+            "provenance": model.provenance,
+        }
+        if model.adapter is not None:
+            groups = (
+                {c.category: [c] for c in categories}
+                if self.options.per_category
+                else {DATASET_ADAPTER: categories}
+            )
+            for name, group in groups.items():
+                info["adapters"][name] = self._fit_group(model, name, group, workdir, seed, device)
+        if not PartialState().is_main_process:  # under `accelerate launch`: one writer
+            return
+        (workdir / FIT_INFO).write_text(json.dumps(info, indent=1, default=str))
+        captions = load_captions(self.options.captions)
+        table = [
+            reference_entry(ex, data, captions, self.options.caption_template)
+            for data in categories
+            for examples in data.synthesis.values()
+            for ex in examples
+        ]
+        (workdir / REFERENCES).write_text(json.dumps(table, indent=1))
+
+    def _fit_group(
+        self,
+        model: AnomalyControlModel,
+        name: str,
+        categories: list[CategoryData],
+        workdir: Path,
+        seed: int,
+        device: str,
+    ) -> dict[str, Any]:
+        opts, size = self.options, model.preset.resolution
+        captions = load_captions(opts.captions)
+        refs = [
+            reference_of(ex, data, captions, opts.caption_template, size)
+            for data in categories
+            for atype in sorted(data.synthesis)
+            for ex in data.synthesis[atype]
+        ]
+        if not refs:
+            raise UserError(
+                f"anomalycontrol: no real anomalies to train on in {[c.category for c in categories]} "
+                "(the synthesis split is empty)"
+            )
+        fresh = SemanticGuidedAdapter(
+            model.components.unet, model.csm.feature_dim, model.preset.proj_dim, model.preset.num_tokens
+        )  # each group starts from the same init
+        if opts.ip_adapter_path is not None:
+            fresh.load_ip_adapter(ip_adapter_file(opts.ip_adapter_path))
+        model.adapter.load_state_dict(fresh.state_dict())
+        features = model.reference_features(refs)
+        data = prepare_training_set(
+            model.components,
+            [r.image for r in refs],
+            [r.mask for r in refs],
+            [r.caption for r in refs],
+            features,
+        )
+        schedule = SCHEDULES[opts.schedule]
+        checkpoints = self._checkpoint_dir(workdir, name, categories, seed)
+        mixed = self._mixed_precision(device)
+        report = train_adapter(
+            model.components,
+            model.adapter,
+            data,
+            steps=opts.train_steps or schedule.train_steps,
+            batch_size=schedule.batch_size,
+            grad_accumulation=schedule.grad_accumulation,
+            learning_rate=schedule.learning_rate,
+            seed=seed,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=schedule.checkpoint_every,
+            device=device,
+            mixed_precision=mixed,
+            train_scale=opts.train_scale,
+        )
+        filename = f"adapter-{name}.safetensors"
+        state = PartialState()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            model.adapter.save(workdir / filename)
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the adapter is in the artifact now
+        self.last_train_reports[name] = report
+        return {
+            "file": filename,
+            "images": len(refs),
+            "steps": report.steps,
+            "resumed_from": report.resumed_from,
+            "final_loss": report.losses[-1] if report.losses else None,
+        }
+
+    def _copy_pretrained_fit(self, source: Path, workdir: Path) -> None:
+        info_file = source / FIT_INFO
+        if not info_file.is_file():
+            raise UserError(
+                f"pretrained_fit: {source} has no {FIT_INFO}; train it with "
+                "`python -m acbench_methods.anomalycontrol --out DIR`"
+            )
+        info = json.loads(info_file.read_text())
+        if info["model"] != self.options.model or info["ablation"] != self.options.ablation:
+            raise UserError(
+                f"pretrained_fit: {source} holds model '{info['model']}' / ablation "
+                f"'{info['ablation']}', the protocol asks for '{self.options.model}' / "
+                f"'{self.options.ablation}'"
+            )
+        for path in [info_file, source / REFERENCES] + [
+            source / a["file"] for a in info["adapters"].values()
+        ]:
+            if path.is_file():
+                shutil.copy2(path, workdir / path.name)
+        self._pretrained_provenance = info.get("provenance", {})
+
+    def _checkpoint_dir(self, workdir: Path, name: str, categories: list[CategoryData], seed: int) -> Path:
+        """Outside the job's temporary folder, so an interrupted fit resumes where it stopped."""
+        key = json.dumps(
+            [self.options.model_dump(mode="json"), sorted(c.category for c in categories), seed, name],
+            sort_keys=True,
+        )
+        return workdir.parent / ".anomalycontrol-checkpoints" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ generate
+    def _prepare(self, data: CategoryData, request: GenerationRequest) -> AnomalyControlModel:
+        model = self.model(request.device, request.seed)
+        if model.adapter is None:
+            return model
+        if request.fit_dir is None or not (Path(request.fit_dir) / FIT_INFO).is_file():
+            raise UserError(
+                "anomalycontrol: generate needs the fit artifact (its adapter); run the fit stage first"
+            )
+        info = json.loads((Path(request.fit_dir) / FIT_INFO).read_text())
+        if info["model"] != self.options.model or info["ablation"] != self.options.ablation:
+            raise UserError(
+                f"{request.fit_dir}: adapter was trained for model '{info['model']}' / ablation "
+                f"'{info['ablation']}', not '{self.options.model}' / '{self.options.ablation}'"
+            )
+        entry = info["adapters"].get(data.category) or info["adapters"].get(DATASET_ADAPTER)
+        if entry is None:
+            raise UserError(f"{request.fit_dir}: no adapter for category '{data.category}'")
+        path = Path(request.fit_dir) / entry["file"]
+        if self._loaded_adapter != path:
+            model.load_adapter(path)
+            self._loaded_adapter = path
+        return model
+
+    def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
+        model = self._prepare(data, request)
+        opts, rng = self.options, request.rng()
+        pool = self._reference_pool(data, request)
+        masks = TargetMasks(opts.mask_source)
+        size = model.preset.resolution
+        refs: dict[int, Reference] = {}
+        features: dict[int, Any] = {}
+        for start in range(0, request.count, opts.batch_size):
+            # Draw a batch (normal, target mask, reference, seed), then paint it in one call; only one
+            # batch of images is in memory at a time.
+            batch = []
+            for _ in range(min(opts.batch_size, request.count - start)):
+                index = int(rng.integers(len(data.normal_train)))
+                normal = data.normal_image(index)
+                target = masks.sample(data, request.anomaly_type, normal, rng)
+                batch.append(
+                    (index, normal, target, int(rng.integers(len(pool))), int(rng.integers(2**31 - 1)))
+                )
+            new = sorted({b[3] for b in batch} - set(refs))
+            for i in new:
+                refs[i] = Reference(
+                    load_rgb(pool[i]["image"], size), load_mask(pool[i]["mask"], size), pool[i]["caption"]
+                )
+            if model.adapter is not None and new:  # one CSM feature per reference, computed once
+                features.update(zip(new, model.reference_features([refs[i] for i in new])))
+            batch_features = (
+                torch.stack([features[b[3]] for b in batch]) if model.adapter is not None else None
+            )
+            prompts = [self._prompt(refs[b[3]], data, request.anomaly_type) for b in batch]
+            images = model.generate(
+                [b[1] for b in batch], [b[2] for b in batch], prompts, [b[4] for b in batch], batch_features
+            )
+            for b, image in zip(batch, images):
+                source = data.normal_train[b[0]].relative_to(data.root).as_posix()
+                yield Sample(image, b[2], request.anomaly_type, source)
+
+    def _reference_pool(self, data: CategoryData, request: GenerationRequest) -> list[dict[str, str]]:
+        """Reference anomalies: this category's of the type, or (`references: dataset`) any category's."""
+        atype = request.anomaly_type
+        if (
+            self.options.references == "dataset"
+            and request.fit_dir is not None
+            and (Path(request.fit_dir) / REFERENCES).is_file()
+        ):
+            table = json.loads((Path(request.fit_dir) / REFERENCES).read_text())
+            pool = [r for r in table if r["anomaly_type"] == atype] or table
+        else:
+            captions = load_captions(self.options.captions)
+            pool = [
+                reference_entry(ex, data, captions, self.options.caption_template)
+                for ex in data.synthesis.get(atype) or []
+            ]
+        if not pool:
+            raise UserError(
+                f"anomalycontrol: no reference of type '{atype}' in {data.category} "
+                "(the synthesis split is empty for it)"
+            )
+        return pool
+
+    def _prompt(self, ref: Reference, data: CategoryData, anomaly_type: str) -> str:
+        if self.options.prompt == "reference":
+            return ref.caption
+        return self.options.caption_template.format(
+            category=data.category.replace("_", " "), defect=data.text(anomaly_type)
+        )
+
+
+__all__ = ["AnomalyControl"]

@@ -1,0 +1,123 @@
+"""Sampling: anomaly pairs by latent inpainting of a normal image, and masks from the mask tokens.
+
+Pairs (original `generate_with_mask.py`): DDIM with stochastic eta; before every step the latent is
+re-composed as z <- m * z + (1 - m) * q(z0_normal, t), so only the masked region is generated; the
+prompt is the first template with the anomaly + spatial tokens; AAR optionally re-weights the
+cross-attention. The caller composites the decoded image back onto the normal pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from acbench_methods.anomalydiffusion.attention import AARState, aar_weights, install_aar
+from acbench_methods.anomalydiffusion.base import DiffusionBase
+
+GENERATION_TEMPLATE = "a photo of a *"
+
+
+@dataclass
+class AARConfig:
+    enabled: bool = False
+    reference: str = "x0_pred"  # or "latent"
+    mode: str = "scale"  # or "shift"
+    max_weight: float = 1.5
+    include_bos: bool = False
+
+
+def latent_mask(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel masks [B, 1, H, W] -> binary latent-grid masks (bilinear, threshold 0.5, as the original)."""
+    return (F.interpolate(masks.float(), size=(size, size), mode="bilinear", align_corners=False) > 0.5).float()
+
+
+def conditioning(base: DiffusionBase, vectors: torch.Tensor, template: str = GENERATION_TEMPLATE):
+    ids, slots = base.prompt_ids(template, vectors.shape[1])
+    batch = vectors.shape[0]
+    ids, slots = ids.expand(batch, -1), slots.expand(batch, -1)
+    return base.text_states(ids, slots, vectors.to(base.device, base.dtype)), slots
+
+
+def token_span(slots: torch.Tensor, include_bos: bool) -> torch.Tensor:
+    span = slots.clone()
+    if include_bos:
+        span[:, 0] = True
+    return span
+
+
+@torch.no_grad()
+def inpaint(base: DiffusionBase, vectors: torch.Tensor, normals: torch.Tensor, masks: torch.Tensor, steps: int,
+            eta: float, guidance: float, aar: AARConfig, generator: torch.Generator) -> torch.Tensor:
+    """Decoded images in [-1, 1] with an anomaly generated inside `masks` of `normals` ([-1, 1], [B,3,R,R])."""
+    device = base.device
+    z0 = base.encode(normals)
+    m = latent_mask(masks, z0.shape[-1]).to(device, z0.dtype)
+    cond, slots = conditioning(base, vectors)
+    uncond = base.empty_prompt_states(len(z0)) if guidance != 1.0 else None
+    state = AARState(span=token_span(slots, aar.include_bos), mode=aar.mode)  # type: ignore[arg-type]
+    install_aar(base.unet, state)
+    sampler = base.sampler()
+    sampler.set_timesteps(steps, device=device)
+    z = _randn(z0.shape, generator, device, z0.dtype)
+    x0_pred = None
+    for t in sampler.timesteps:
+        noised_normal = base.noise_scheduler.add_noise(z0, _randn(z0.shape, generator, device, z0.dtype), t[None])
+        z = m * z + (1 - m) * noised_normal
+        reference = z if aar.reference == "latent" else x0_pred
+        state.weights = (aar_weights(reference, z0, m, int(t), steps, aar.max_weight)
+                         if aar.enabled and reference is not None else None)
+        eps = _predict(base, z, t, cond, uncond, guidance, state)
+        out = sampler.step(eps, t, z, eta=eta,
+                           variance_noise=_randn(z0.shape, generator, device, z0.dtype) if eta > 0 else None)
+        z, x0_pred = out.prev_sample, out.pred_original_sample
+    state.weights = None
+    return base.decode(m * z + (1 - m) * z0)
+
+
+def _predict(base, z, t, cond, uncond, guidance, state: AARState):
+    if uncond is None:
+        return base.unet(z, t, encoder_hidden_states=cond).sample
+    weights = state.weights
+    state.weights = None  # AAR acts on the conditional branch only (the unconditional one has no tokens)
+    eps_uncond = base.unet(z, t, encoder_hidden_states=uncond).sample
+    state.weights = weights
+    eps_cond = base.unet(z, t, encoder_hidden_states=cond).sample
+    return eps_uncond + guidance * (eps_cond - eps_uncond)
+
+
+def _randn(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:
+    """Noise drawn on the CPU generator, so a seed gives the same numbers on every device."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+
+
+@torch.no_grad()
+def sample_mask_images(base: DiffusionBase, vectors: torch.Tensor, steps: int, guidance: float,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Text-to-image with the mask tokens (DDIM, eta 0, classifier-free guidance); images in [0, 1]."""
+    device = base.device
+    state = AARState()  # no weights: plain attention
+    install_aar(base.unet, state)
+    cond, _ = conditioning(base, vectors)
+    uncond = base.empty_prompt_states(len(vectors)) if guidance != 1.0 else None
+    sampler = base.sampler()
+    sampler.set_timesteps(steps, device=device)
+    shape = (len(vectors), base.unet.config.in_channels, base.latent_size, base.latent_size)
+    z = _randn(shape, generator, device, base.dtype)
+    for t in sampler.timesteps:
+        z = sampler.step(_predict(base, z, t, cond, uncond, guidance, state), t, z, eta=0.0).prev_sample
+    return (base.decode(z).float() + 1) / 2
+
+
+def binarise_masks(images: torch.Tensor, threshold: float, border_fraction: float = 1 / 3) -> list[torch.Tensor | None]:
+    """RGB mean > threshold -> bool masks; None for an empty mask or one touching the border too much
+    (any border row or column with more than `border_fraction` of its pixels set), as the original."""
+    out: list[torch.Tensor | None] = []
+    for image in images:
+        mask = image.mean(dim=0) > threshold
+        h, w = mask.shape
+        borders = (mask[0].sum() > w * border_fraction, mask[-1].sum() > w * border_fraction,
+                   mask[:, 0].sum() > h * border_fraction, mask[:, -1].sum() > h * border_fraction)
+        out.append(None if not mask.any() or any(bool(b) for b in borders) else mask.cpu())
+    return out

@@ -1,0 +1,160 @@
+"""unet-localization end to end on the demo set (tiny preset), and the data plumbing it rests on."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ACBENCH_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from acbench.data.demo import DEFECTS, materialise_demo
+from acbench.data.io import load_rgb
+from acbench.data.mvtec import load_category
+from acbench.detectors.common import TrainingPool, load_eval_set, select_pairs
+from acbench.detectors.unet import UnetLocalization, pool_kernel
+from acbench.errors import UserError
+from acbench.protocol import SplitConfig
+from acbench.synthesis import Sample, SyntheticSet, write_synthetic_set
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any connection attempt (a weight download, a hub lookup) fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return materialise_demo(seed=0, cache=tmp_path_factory.mktemp("demo-cache"))
+
+
+@pytest.fixture(scope="module")
+def brick(demo):
+    return load_category(demo, "brick", SplitConfig(), dataset="demo")
+
+
+def identical_kind_set(data, root, empty_masks: bool, per_type: int = 8):
+    """Synthetic pairs painted by the demo's own defect generators on training normals: anomalies
+    identical in kind to the test defects. `empty_masks` keeps the images but drops every mask."""
+    rng = np.random.default_rng(123)
+
+    def samples():
+        for atype in sorted(data.eval_anomalies):
+            for i in range(per_type):
+                normal = data.normal_train[(5 * i + len(atype)) % len(data.normal_train)]
+                image, mask = DEFECTS[atype](load_rgb(normal).astype(np.float32) / 255.0, rng)
+                mask = np.zeros_like(mask) if empty_masks else mask
+                yield Sample((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), mask, atype, normal.name)
+
+    write_synthetic_set(root, samples(), data.category, "identical-kind", 0)
+    return SyntheticSet(root)
+
+
+def _rows(values):
+    return {v.metric: v for v in values}
+
+
+@pytest.fixture(scope="module")
+def trained(brick, tmp_path_factory):
+    """The sanity pair: the same images with real masks vs with empty masks, same seed and schedule."""
+    base = tmp_path_factory.mktemp("unet")
+    out = {}
+    for name, empty in (("real", False), ("empty", True)):
+        synthetic = identical_kind_set(brick, base / f"syn-{name}", empty)
+        detector = UnetLocalization({"n_synthetic": 18}, preset="tiny", device="cpu")
+        out[name] = (_rows(detector.run(brick, synthetic, base / f"work-{name}", seed=0)), base / f"work-{name}")
+    return out
+
+
+def test_identical_kind_anomalies_beat_empty_masks(trained):
+    real, empty = trained["real"][0], trained["empty"][0]
+    assert real["pixel_auroc"].value > empty["pixel_auroc"].value + 0.15
+    assert real["pixel_ap"].value > empty["pixel_ap"].value + 0.1
+    assert real["aupro"].value > empty["aupro"].value
+    assert real["image_auroc"].value > empty["image_auroc"].value
+    assert real["pixel_auroc"].value > 0.85
+
+
+def test_rows_carry_the_protocol_columns(trained):
+    rows = trained["real"][0]
+    assert set(rows) == {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_ap", "pixel_f1max",
+                         "aupro"}
+    extra = rows["pixel_auroc"].extra
+    assert extra["synthetic_ratio"] == 0.5 and extra["n_synthetic"] == 18
+    assert extra["selection"] == "last" and extra["weights"] == "from-scratch"
+    assert rows["image_auroc"].scope == "image" and rows["aupro"].scope == "pixel"
+
+
+def test_raw_outputs_recompute_the_metrics_and_never_hold_synthesis_images(trained, brick):
+    from acbench.detectors.metrics import detection_metrics
+
+    rows, workdir = trained["real"]
+    with (workdir / "predictions.csv").open() as fh:
+        predictions = list(csv.DictReader(fh))
+    files = [brick.root / p["file"] for p in predictions]
+    assert sorted(files) == sorted(brick.eval_files())
+    synthesis = {p.resolve() for p in brick.synthesis_files()}
+    assert synthesis and not synthesis & {f.resolve() for f in files}
+    saved = np.load(workdir / "anomaly_maps.npz")
+    assert saved["maps"].shape == (len(files), 64, 64) and list(saved["files"]) == [p["file"] for p in predictions]
+    labels = np.array([int(p["label"]) for p in predictions])
+    scores = np.array([float(p["score"]) for p in predictions])
+    again = detection_metrics(labels, scores, saved["masks"], saved["maps"])
+    assert again["pixel_ap"] == pytest.approx(rows["pixel_ap"].value, abs=1e-6)
+    assert again["image_auroc"] == pytest.approx(rows["image_auroc"].value, abs=1e-6)
+
+
+def test_select_on_test_marks_rows(brick, tmp_path):
+    synthetic = identical_kind_set(brick, tmp_path / "syn", False, per_type=3)
+    detector = UnetLocalization({"select_on_test": True, "epochs": 2, "synthetic_ratio": 0.25}, preset="tiny")
+    rows = _rows(detector.run(brick, synthetic, tmp_path / "work", seed=1))
+    assert rows["aupro"].extra["selection"] == "test" and rows["aupro"].extra["best_epoch"] in (1, 2)
+    assert rows["aupro"].extra["synthetic_ratio"] == 0.25 and rows["aupro"].extra["n_synthetic"] == 9
+
+
+def test_overlapping_split_is_refused(demo, tmp_path):
+    legacy = load_category(demo, "brick", SplitConfig(legacy_overlap=True), dataset="demo")
+    with pytest.raises(UserError, match="legacy_overlap"):
+        load_eval_set(legacy, 32)
+
+
+def test_training_pool_draws_the_asked_share(brick, tmp_path):
+    synthetic = identical_kind_set(brick, tmp_path / "syn", False, per_type=2)
+    for ratio in (0.1, 0.5):
+        pool = TrainingPool.build(brick, synthetic.records, 32, ratio)
+        _, masks = pool.batch(2000, np.random.default_rng(0))
+        share = masks.flatten(1).any(dim=1).float().mean().item()
+        assert share == pytest.approx(ratio, abs=0.04)
+
+
+def test_select_pairs_balances_types(brick, tmp_path):
+    synthetic = identical_kind_set(brick, tmp_path / "syn", False, per_type=4)
+    chosen = select_pairs(synthetic.records, 6, seed=0)
+    types = [r.anomaly_type for r in chosen]
+    assert len(chosen) == 6 and all(types.count(t) == 2 for t in set(types))
+    assert select_pairs(synthetic.records, 6, seed=0) == chosen
+    assert len(select_pairs(synthetic.records, None, seed=0)) == len(synthetic)
+
+
+def test_pool_kernel_follows_draem_at_256():
+    assert pool_kernel(256) == 21 and pool_kernel(64) % 2 == 1
+
+
+def test_unknown_preset_and_missing_set_are_user_errors(brick, tmp_path):
+    with pytest.raises(UserError, match="preset"):
+        UnetLocalization({}, preset="huge").run(brick, None, tmp_path, 0)
+    with pytest.raises(UserError, match="synthetic set"):
+        UnetLocalization({}, preset="tiny").run(brick, None, tmp_path, 0)
+
