@@ -105,3 +105,12 @@ def test_cli_user_errors_exit_2(tmp_path, empty_home, monkeypatch):
         with pytest.raises(SystemExit) as info:
             cli.main()
         assert info.value.code == 2
+
+
+def test_required_weights_name_the_exact_files(empty_home):
+    from acbench.metrics.quality import Fid, IcLpipsAD
+
+    (lpips_req,) = IcLpipsAD().required_weights()
+    (fid_req,) = Fid().required_weights()
+    assert lpips_req.filename == "vgg16-397923af.pth" and lpips_req.url.endswith(lpips_req.filename)
+    assert fid_req.filename == "weights-inception-2015-12-05-6726825d.pth" and fid_req.url.endswith(fid_req.filename)

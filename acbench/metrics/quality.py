@@ -37,7 +37,7 @@ from acbench.metrics.inception import (
 from acbench.metrics.lpips_features import LpipsFeatures, cached_lpips
 from acbench.results import MetricValue
 from acbench.synthesis import SyntheticSet, WeightRequirement
-from acbench.weights import FID_INCEPTION_FILE, LPIPS_BACKBONE_FILES
+from acbench.weights import FID_INCEPTION_FILE, FID_INCEPTION_URL, LPIPS_BACKBONE_FILES, TORCHVISION_MODELS_URL
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 32
@@ -93,7 +93,9 @@ class _IcLpipsMetric(_SetMetric):
     seed = 0  # the AnomalyDiffusion variant's cluster subsample
 
     def required_weights(self) -> list[WeightRequirement]:
-        return [WeightRequirement(f"lpips-{self.variant.net}", LPIPS_BACKBONE_FILES[self.variant.net])]
+        filename = LPIPS_BACKBONE_FILES[self.variant.net]
+        return [WeightRequirement(f"lpips-{self.variant.net}", f"ImageNet {self.variant.net} trunk of LPIPS",
+                                  filename=filename, url=TORCHVISION_MODELS_URL + filename)]
 
     def references(self, data: CategoryData) -> ImageSets:
         return example_sets(data.synthesis)
@@ -152,7 +154,8 @@ class IcLpipsAD(_IcLpipsMetric):
 
 class _InceptionMetric(_SetMetric):
     def required_weights(self) -> list[WeightRequirement]:
-        return [WeightRequirement("fid-inception-v3", FID_INCEPTION_FILE)]
+        return [WeightRequirement("fid-inception-v3", "FID-InceptionV3 (TF 2015-12-05, torch-fidelity)",
+                                  filename=FID_INCEPTION_FILE, url=FID_INCEPTION_URL)]
 
     def extractor(self):
         """(network, resolution): resolved once per process, policy and device."""
