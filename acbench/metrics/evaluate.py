@@ -2,7 +2,9 @@
 
 The generated folder is a SyntheticSet or a plain image folder (flat, or one sub-folder per
 anomaly type); the reference folder holds the real anomalies, flat or per type (an MVTec
-`<category>/test` folder works: `good` is skipped). The same metric code runs as a study's
+`<category>/test` folder works: `good` is skipped). Every reference image of a type is used:
+IC-LPIPS clusters around all of them, so give the recipe's references (the literature's first
+third of each type) when comparing with published numbers. The same metric code runs as a study's
 quality stage.
 """
 
