@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 
 import numpy as np
@@ -114,3 +115,26 @@ def test_required_weights_name_the_exact_files(empty_home):
     (fid_req,) = Fid().required_weights()
     assert lpips_req.filename == "vgg16-397923af.pth" and lpips_req.url.endswith(lpips_req.filename)
     assert fid_req.filename == "weights-inception-2015-12-05-6726825d.pth" and fid_req.url.endswith(fid_req.filename)
+
+
+def test_study_references_synthesis_split_for_ic_lpips_and_evaluation_split_for_kid(tmp_path, empty_home):
+    from acbench.data.category import CategoryData, DefectExample
+    from acbench.metrics.quality import IcLpipsAD, Kid
+
+    rng = np.random.default_rng(3)
+    gen, ref = _folders(tmp_path, rng)
+
+    def examples(t, names):
+        for n in names:
+            save_png(tmp_path / "masks" / f"{t}{n}.png", np.ones((32, 32), bool))
+        return [DefectExample(ref / t / f"{n}.png", tmp_path / "masks" / f"{t}{n}.png", t) for n in names]
+
+    data = CategoryData("demo", "demo", tmp_path, [], {t: examples(t, ["000"]) for t in ("crack", "hole")},
+                        [], {t: examples(t, ["001", "002"]) for t in ("crack", "hole")})
+    synthetic = SyntheticSet(gen)
+    ad_rows = IcLpipsAD(weights="random").score(synthetic, data)
+    assert {(r.anomaly_type, r.extra["n_reference"]) for r in ad_rows} == {("crack", 1), ("hole", 1), ("", 2)}
+    assert all(r.extra["variant_of_metric"] == "anomalydiffusion" and r.metric == "ic_lpips_ad" for r in ad_rows)
+    kid_rows = Kid(weights="random").score(synthetic, data)
+    assert {(r.anomaly_type, r.extra["n_reference"]) for r in kid_rows} == {("crack", 2), ("hole", 2), ("", 4)}
+    assert all(r.extra["weights"] == "random" and math.isfinite(r.value) for r in kid_rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections import OrderedDict
 from functools import cache
 from pathlib import Path
@@ -188,7 +189,9 @@ def kernel_inception_distance(generated: Tensor, real: Tensor, subset_size: int 
                               subsets: int = KID_SUBSETS, seed: int = 0) -> tuple[float, float]:
     """(mean, std) KID between two (N, d) feature sets; the subsets are drawn reproducibly from `seed`."""
     size = subset_size or kid_subset_size(len(generated), len(real))
-    metric = KernelInceptionDistance(feature=_Precomputed(generated.shape[1]), subsets=subsets, subset_size=size)
+    with warnings.catch_warnings():  # its "features are kept in memory" notice: they are already in memory
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Precomputed(generated.shape[1]), subsets=subsets, subset_size=size)
     metric.update(real.double(), real=True)
     metric.update(generated.double(), real=False)
     with torch.random.fork_rng(devices=[]):  # torchmetrics draws subsets from the global RNG
