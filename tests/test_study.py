@@ -71,13 +71,17 @@ def test_second_concurrent_run_is_refused(tmp_path):
 
 
 def test_demo_like_study_writes_report(tmp_path):
-    result = run_study(parse_protocol({**SMALL, "methods": [{"name": "perlin"}]}), out=tmp_path / "run")
+    """Rows with and without a `weights` column (pair-stats vs a random-weight IC-LPIPS) render together."""
+    protocol = {**SMALL, "methods": [{"name": "perlin"}], "metrics": ["pair-stats", "mask-alignment", "ic-lpips"]}
+    result = run_study(parse_protocol(protocol), out=tmp_path / "run")
     frame = result.results
     assert set(frame["metric"]) >= {"n_pairs", "mask_area", "mask_precision", "mask_recall"}
     cat_pairs = frame[(frame.metric == "n_pairs") & (frame.anomaly_type == "")]
     assert sorted(cat_pairs.value) == [6.0, 6.0]  # 3 types x 2 pairs, per category
     report = (tmp_path / "run" / "report" / "index.md").read_text()
     assert "### mask precision" in report and "perlin" in report
+    assert "random weights" in report.lower()
+    assert set(frame.loc[frame.metric == "ic_lpips", "weights"]) == {"random"}
     assert (tmp_path / "run" / "report" / "index.html").is_file()
     assert (tmp_path / "run" / "report" / "samples" / "brick_crack.png").is_file()
     manifest = RunStore(tmp_path / "run").read_json("manifest.json")

@@ -145,7 +145,7 @@ def weights_used(frame: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in ("weights", "generator_weights") if not frame.empty and c in frame.columns]
     if not cols:
         return pd.DataFrame(columns=["method", "detector", *cols])
-    part = frame[["label", "detector", *cols]].astype(str).replace({"nan": ""})
+    part = frame[["label", "detector", *cols]].fillna("").astype(str).replace({"nan": ""})
     out = part.groupby(["label", "detector"], sort=True).agg(lambda s: ", ".join(sorted(set(s) - {""})))
     return out.reset_index().rename(columns={"label": "method"})
 
