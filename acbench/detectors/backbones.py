@@ -25,7 +25,8 @@ class Backbone:
     url: str  # where a user gets the file; acbench itself never downloads at run time
 
     def requirement(self) -> WeightRequirement:
-        return WeightRequirement(self.name, f"torchvision ImageNet weights {self.filename} ({self.url})")
+        return WeightRequirement(self.name, f"torchvision ImageNet weights {self.filename}", filename=self.filename,
+                                 url=self.url)
 
 
 WIDE_RESNET50 = Backbone("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth",
