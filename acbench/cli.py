@@ -270,6 +270,8 @@ def import_(
     written = import_released(source, out, layout, category, on_bad="skip" if skip_bad else "error")
     for name, count in written.items():
         console.print(f"{name}: {count} pairs -> {out / name}")
+
+
 @evaluate_app.command("quality")
 def evaluate_quality(
     generated: Annotated[Path, typer.Option(help="SyntheticSet or image folder (flat or one sub-folder per type)")],

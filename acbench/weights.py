@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,18 +70,27 @@ def _check_policy(policy: str) -> None:
         raise UserError(f"weights policy '{policy}' is unknown; use one of {', '.join(POLICIES)}")
 
 
-def resolve_torch_hub_file(name: str, filename: str, url: str | None, policy: Policy = "pretrained",
-                           explicit: str | Path | None = None) -> Resolution:
-    """A torch-hub checkpoint file (AlexNet, VGG, FID-Inception, ResNet …) by its exact file name."""
+def _random_or_explicit(name: str, policy: str, explicit: str | Path | None, exists: Callable[[Path], bool],
+                        tried: list[str]) -> Resolution | None:
+    """The first steps of every resolution: check the policy, honour `random`, then an explicit path."""
     _check_policy(policy)
     if policy == "random":
         return _random(name, "asked for")
-    tried = []
     if explicit is not None:
         path = Path(explicit).expanduser()
-        if path.is_file():
+        if exists(path):
             return Resolution(name, "path", str(path))
         tried.append(str(path))
+    return None
+
+
+def resolve_torch_hub_file(name: str, filename: str, url: str | None, policy: Policy = "pretrained",
+                           explicit: str | Path | None = None) -> Resolution:
+    """A torch-hub checkpoint file (AlexNet, VGG, FID-Inception, ResNet …) by its exact file name."""
+    tried: list[str] = []
+    early = _random_or_explicit(name, policy, explicit, Path.is_file, tried)
+    if early is not None:
+        return early
     cached = torch_home() / "hub" / "checkpoints" / filename
     if cached.is_file():
         return Resolution(name, "cache", str(cached))
@@ -103,15 +113,10 @@ def resolve_torch_hub_file(name: str, filename: str, url: str | None, policy: Po
 def resolve_hf(name: str, repo_id: str, policy: Policy = "pretrained", explicit: str | Path | None = None,
                subfolder: str | None = None) -> Resolution:
     """A Hugging Face model folder: explicit local folder, the hub cache, or a download."""
-    _check_policy(policy)
-    if policy == "random":
-        return _random(name, "asked for")
-    tried = []
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if path.is_dir():
-            return Resolution(name, "path", str(path))
-        tried.append(str(path))
+    tried: list[str] = []
+    early = _random_or_explicit(name, policy, explicit, Path.is_dir, tried)
+    if early is not None:
+        return early
     try:
         from huggingface_hub import snapshot_download
 

@@ -64,7 +64,8 @@ def _check_detection_rows(values, n_synthetic):
 
 
 def test_supersimplenet_supervised_trains_on_pairs(brick, synthetic, tmp_path):
-    detector = SuperSimpleNetSupervised({"epochs": 1, "n_synthetic": 6, "samples_per_epoch": 16}, preset="tiny", weights="pretrained-or-random")
+    detector = SuperSimpleNetSupervised({"epochs": 1, "n_synthetic": 6, "samples_per_epoch": 16}, preset="tiny",
+                                        weights="pretrained-or-random")
     rows = _check_detection_rows(detector.run(brick, synthetic, tmp_path, seed=0), 6)
     assert rows["aupro"].extra["weights"] == "random" and rows["aupro"].extra["image_size"] == 128
     assert (tmp_path / "predictions.csv").is_file() and (tmp_path / "anomaly_maps.npz").is_file()

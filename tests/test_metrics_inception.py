@@ -139,7 +139,8 @@ def test_kid_matches_a_direct_unbiased_mmd():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g) + 1
     mean, std = kernel_inception_distance(x, y, subset_size=5, subsets=3)
-    k = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3
+    def k(a, b):
+        return (a @ b.T / a.shape[1] + 1) ** 3
     m = 5
     mmd = ((k(y, y).sum() - k(y, y).trace()) + (k(x, x).sum() - k(x, x).trace())) / (m * (m - 1)) \
         - 2 * k(y, x).mean()

@@ -22,7 +22,7 @@ from acbench.engine.plan import Job, plan
 from acbench.engine.preflight import preflight
 from acbench.engine.stages import resolve_device, study_categories
 from acbench.engine.store import RunStore
-from acbench.engine.worker import JOB_LOG_FORMAT, JobOutcome, disk_full_error, job_log_path
+from acbench.engine.worker import JobOutcome, attach_file_log, detach_file_log, disk_full_error, job_log_path
 from acbench.protocol import Protocol
 
 log = logging.getLogger("acbench")
@@ -99,25 +99,6 @@ def _device_info(device: str) -> dict[str, str]:
     return info
 
 
-def _add_file_log(store: RunStore) -> logging.Handler:
-    """Everything (INFO and up) goes to logs/run.log; the console keeps its own level (warnings)."""
-    handler = logging.FileHandler(store.logs / "run.log")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter(JOB_LOG_FORMAT))
-    root = logging.getLogger()
-    handler.previous_level = root.level  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
-    return handler
-
-
-def _remove_file_log(handler: logging.Handler) -> None:
-    root = logging.getLogger()
-    root.removeHandler(handler)
-    root.setLevel(handler.previous_level)  # type: ignore[attr-defined]
-    handler.close()
-
-
 def collect_results(store: RunStore, jobs: list[Job]) -> pd.DataFrame:
     """All rows of all finished jobs, long format, written atomically to results.csv."""
     rows = [row for job in jobs if store.is_done(job) for row in store.rows(job)]
@@ -147,7 +128,7 @@ def run_study(protocol: Protocol, out: str | Path | None = None, source: str | N
     """Plan and run a whole study; resumable (finished jobs with matching hashes are skipped)."""
     store = RunStore(out or protocol.output_dir())
     store.lock()
-    handler = _add_file_log(store)
+    handler = attach_file_log(store.logs / "run.log")  # everything to the file; console keeps warnings
     try:
         return _run_locked(protocol, store, source, fail_fast, progress, report, on_plan)
     except OSError as exc:
@@ -155,7 +136,7 @@ def run_study(protocol: Protocol, out: str | Path | None = None, source: str | N
             raise disk_full_error(exc, store.root) from None
         raise
     finally:
-        _remove_file_log(handler)
+        detach_file_log(handler)
         store.unlock()
 
 

@@ -62,7 +62,7 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
     protocol = Protocol.model_validate_json(protocol_json)
     error_file = job_error_path(store, job.id)
     error_file.unlink(missing_ok=True)  # a retried job starts with a clean record
-    handler = _attach_job_log(job_log_path(store, job.id))
+    handler = attach_file_log(job_log_path(store, job.id))
     started = time.time()
     try:
         device = resolve_device(device)
@@ -74,7 +74,7 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
     except Exception as exc:  # recorded; the executor carries on with the other jobs
         return _failure(store, job, exc, time.time() - started)
     finally:
-        _detach(handler)
+        detach_file_log(handler)
 
 
 def _failure(store: RunStore, job: Job, exc: Exception, seconds: float) -> JobOutcome:
@@ -90,7 +90,8 @@ def _failure(store: RunStore, job: Job, exc: Exception, seconds: float) -> JobOu
     return JobOutcome(job.id, "failed", seconds, reason, isinstance(exc, UserError))
 
 
-def _attach_job_log(path: Path) -> logging.Handler:
+def attach_file_log(path: Path) -> logging.Handler:
+    """Send INFO and up to `path` (a job's or the run's log); console handlers keep their own level."""
     handler = logging.FileHandler(path)
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter(JOB_LOG_FORMAT))
@@ -101,7 +102,7 @@ def _attach_job_log(path: Path) -> logging.Handler:
     return handler
 
 
-def _detach(handler: logging.Handler) -> None:
+def detach_file_log(handler: logging.Handler) -> None:
     root = logging.getLogger()
     root.removeHandler(handler)
     root.setLevel(handler.previous_level)  # type: ignore[attr-defined]
