@@ -97,7 +97,7 @@ def _print_summary(result) -> None:
     if result.user_errors:
         first = next(iter(result.user_errors.values()))
         err.print(f"[red]error:[/red] {escape(first)}", highlight=False, soft_wrap=True)
-    console.print(f"report: {result.root / 'report' / 'index.md'}")
+    console.print(f"report: {result.root / 'report' / 'index.html'}")
 
 
 @app.command("plan")
