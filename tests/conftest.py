@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any hub import: never wait on the network
 os.environ.setdefault("ACBENCH_OFFLINE", "1")
@@ -39,3 +40,23 @@ def brick(demo_root):
     from acbench.protocol import SplitConfig
 
     return load_category(demo_root, "brick", SplitConfig(), dataset="demo")
+
+
+@pytest.fixture(scope="session")
+def grass(demo_root):
+    from acbench.data.mvtec import load_category
+    from acbench.protocol import SplitConfig
+
+    return load_category(demo_root, "grass", SplitConfig(), dataset="demo")
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """Any connection attempt (a weight download, a hub lookup) fails the test; TORCH_HOME is empty."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("ACBENCH_OFFLINE", "1")

@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import csv
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-from acbench.data.demo import materialise_demo
-from acbench.data.mvtec import load_category
 from acbench.detectors.backbones import RESNET34, load_backbone, weights_column
 from acbench.detectors.patchcore import PatchCore
 from acbench.errors import UserError
-from acbench.protocol import SplitConfig
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No network (a connection attempt fails the test) and an empty TORCH_HOME."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setenv("ACBENCH_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def grass(tmp_path_factory):
-    root = materialise_demo(seed=0, cache=tmp_path_factory.mktemp("demo-cache"))
-    return load_category(root, "grass", SplitConfig(), dataset="demo")
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def test_patchcore_runs_on_normals_only_and_flags_random_weights(grass, tmp_path, caplog):

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import csv
-import socket
 
 import numpy as np
 import pytest
 import torch
 
-from acbench.data.demo import DEFECTS, materialise_demo
+from acbench.data.demo import DEFECTS
 from acbench.data.io import load_rgb
-from acbench.data.mvtec import load_category
 from acbench.detectors.classifier import ResNetClassifier
 from acbench.detectors.common import TrainingPool
 from acbench.detectors.draem import DraemSynthetic, SyntheticPairAugmenter
 from acbench.detectors.supersimplenet import SuperSimpleNetSupervised
 from acbench.errors import UserError
-from acbench.protocol import SplitConfig
 from acbench.synthesis import Sample, SyntheticSet, write_synthetic_set
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setenv("ACBENCH_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def brick(tmp_path_factory):
-    root = materialise_demo(seed=0, cache=tmp_path_factory.mktemp("demo-cache"))
-    return load_category(root, "brick", SplitConfig(), dataset="demo")
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")

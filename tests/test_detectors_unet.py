@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ACBENCH_OFFLINE", "1")
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from acbench.data.demo import DEFECTS, materialise_demo
+from acbench.data.demo import DEFECTS
 from acbench.data.io import load_rgb
 from acbench.data.mvtec import load_category
 from acbench.detectors.common import TrainingPool, load_eval_set, select_pairs
@@ -23,26 +22,7 @@ from acbench.protocol import SplitConfig
 from acbench.synthesis import Sample, SyntheticSet, write_synthetic_set
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection attempt (a weight download, a hub lookup) fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return materialise_demo(seed=0, cache=tmp_path_factory.mktemp("demo-cache"))
-
-
-@pytest.fixture(scope="module")
-def brick(demo):
-    return load_category(demo, "brick", SplitConfig(), dataset="demo")
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def identical_kind_set(data, root, empty_masks: bool, per_type: int = 8):
@@ -124,8 +104,8 @@ def test_select_on_test_marks_rows(brick, tmp_path):
     assert rows["aupro"].extra["synthetic_ratio"] == 0.25 and rows["aupro"].extra["n_synthetic"] == 9
 
 
-def test_overlapping_split_is_refused(demo, tmp_path):
-    legacy = load_category(demo, "brick", SplitConfig(legacy_overlap=True), dataset="demo")
+def test_overlapping_split_is_refused(demo_root, tmp_path):
+    legacy = load_category(demo_root, "brick", SplitConfig(legacy_overlap=True), dataset="demo")
     with pytest.raises(UserError, match="legacy_overlap"):
         load_eval_set(legacy, 32)
 
