@@ -152,7 +152,9 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run folder")],
-    bootstrap: Annotated[int, typer.Option(help="resamples for 95% intervals of image metrics (0: none)")] = 0,
+    bootstrap: Annotated[int | None, typer.Option(
+        help="resamples for 95% intervals of image metrics (0: none; default: the protocol's report.bootstrap)")]
+    = None,
     formats: Annotated[str | None, typer.Option(help="table files, e.g. md,tex,csv (default: protocol's)")]
     = None,
 ) -> None:

@@ -87,6 +87,7 @@ class ReportConfig(Strict):
     formats: list[Literal["md", "csv", "tex", "html"]] = Field(default_factory=lambda: ["md", "csv"])
     sample_grid: bool = True
     samples_per_type: int = Field(3, ge=1)
+    bootstrap: int = Field(0, ge=0, description="resamples for 95% intervals of image metrics (0: none)")
 
 
 class ExecutorConfig(Strict):

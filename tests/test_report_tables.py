@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from report_helpers import FID, PIXEL_AP, results_frame, write_predictions
+from report_helpers import FID, PIXEL_AP, manifest, results_frame, write_predictions, write_run
 from scipy.stats import kendalltau, spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from acbench.report import load
+from acbench.report import load, render_report
 from acbench.report.ablation import ablation_grid
 from acbench.report.bootstrap import auroc_replicates, average_precision, bootstrap_intervals, cell_interval
 from acbench.report.correlation import correlations
@@ -165,3 +165,18 @@ def test_rows_selected_on_the_test_set_get_their_own_marked_table():
     last, test = sorted(tables, key=lambda t: t.split["selection"])
     assert last.mean.at["bottle", "perlin"] == pytest.approx(0.55)  # never averaged with the optimistic rows
     assert "optimistic" in test.title and "optimistic" not in last.title
+
+
+def test_protocol_bootstrap_setting_adds_intervals_to_the_report(tmp_path):
+    frame = results_frame()
+    frame.loc[frame["metric"] == "pixel_ap", "metric"] = "image_auroc"
+    data = manifest()
+    data["protocol"]["report"]["bootstrap"] = 50
+    run = write_run(tmp_path / "run", frame, data, with_samples=False)
+    write_predictions(run, "unet-localization", "perlin", "bottle", 0, np.array([0, 0, 0, 1, 1, 1]),
+                      [0.1, 0.5, 0.2, 0.6, 0.4, 0.9])
+    render_report(run)
+    with_ci = (run / "report" / "index.md").read_text()
+    render_report(run, bootstrap=0)
+    without = (run / "report" / "index.md").read_text()
+    assert "± 7.1 [" in with_ci and "± 7.1 [" not in without

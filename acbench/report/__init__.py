@@ -44,17 +44,19 @@ __all__ = ["render_report"]
 log = logging.getLogger(__name__)
 
 
-def render_report(run_dir: str | Path, formats: list[str] | None = None, bootstrap: int = 0,
+def render_report(run_dir: str | Path, formats: list[str] | None = None, bootstrap: int | None = None,
                   samples_per_type: int | None = None, references_dir: str | Path | None = REFERENCES_DIR,
                   sample_grids: bool | None = None) -> Path:
     """Render every table, figure and the HTML page of a run folder; returns report/index.html.
 
     `formats` adds per-table files (md, tex, csv; default: the protocol's report.formats);
-    `bootstrap` > 0 adds 95% intervals from that many resamples of the detectors' predictions.csv.
+    `bootstrap` > 0 adds 95% intervals from that many resamples of the detectors' predictions.csv
+    (default: the protocol's report.bootstrap).
     """
     run = load_run(run_dir)
     config = run.manifest.get("protocol", {}).get("report", {})
     formats = formats if formats is not None else config.get("formats", ["md", "csv"])
+    bootstrap = bootstrap if bootstrap is not None else config.get("bootstrap", 0)
     samples_per_type = samples_per_type or config.get("samples_per_type", 3)
     sample_grids = config.get("sample_grid", True) if sample_grids is None else sample_grids
     out = run.root / "report"
