@@ -99,6 +99,14 @@ class Synthesizer(ABC):
     def required_weights(self) -> list[WeightRequirement]:
         return []
 
+    def check(self) -> None:
+        """Mistakes knowable before any job runs (e.g. a folder named in the options that is missing).
+
+        Called by the pre-flight for every method of a protocol; raise `UserError` with one line naming
+        the option, the path and the fix (`acbench.errors.require_folder` covers the common case).
+        """
+        return None
+
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu") -> None:
         """Learn from the synthesis split; write everything needed later into `workdir`.
 

@@ -153,3 +153,15 @@ def test_disk_full_while_writing_leaves_nothing_half_written(monkeypatch, capsys
     _fails_with(monkeypatch, capsys, write_protocol(tmp_path), tmp_path, "disk full")
     assert leftovers(tmp_path / "run") == []
     assert (tmp_path / "run" / "results.csv").read_text() == before  # the old table, never a half one
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_method_folder_option_checked_before_any_job(monkeypatch, capsys, tmp_path, dataset, make):
+    """A plugin's own `check()` runs in the pre-flight: a released folder that is missing or empty stops the
+    study with one line naming the option and the folder, and no job artifact is written."""
+    folder = tmp_path / "pairs"
+    if make == "empty":
+        folder.mkdir()
+    protocol = _mvtec(tmp_path, dataset, methods=[{"name": "released", "options": {"path": str(folder)}}])
+    _fails_with(monkeypatch, capsys, protocol, tmp_path, "options.path", str(folder))
+    assert not (tmp_path / "run" / "artifacts").exists()

@@ -19,6 +19,17 @@ def check_data(protocol: Protocol, categories: list[str]) -> None:
             raise UserError(problems[0] + more)
 
 
+def check_plugins(protocol: Protocol) -> None:
+    """Each plugin's own checks of its options (folders it names exist and hold files, …)."""
+    from acbench.engine.requirements import plugin_instances
+
+    for _label, plugin in plugin_instances(protocol):
+        check = getattr(plugin, "check", None)
+        if callable(check):
+            check()
+
+
 def preflight(protocol: Protocol, categories: list[str]) -> None:
     check_data(protocol, categories)
+    check_plugins(protocol)
     require_weights(protocol)

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from acbench.data.category import CategoryData
-from acbench.errors import UserError
+from acbench.errors import UserError, require_folder
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, write_synthetic_set
 from acbench_methods.released.layouts import LoadedPair, list_categories, list_pairs, list_types, load_pair
 
@@ -65,6 +65,10 @@ class Released(Synthesizer):
     def __init__(self, options=None, weights: str = "pretrained") -> None:
         super().__init__(options, weights)
         self.shortfall: dict[str, int] = {}
+
+    def check(self) -> None:
+        require_folder(self.options.path, "method released: options.path",
+                       "point it at the unpacked folder of released pairs")
 
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
         o = self.options
