@@ -6,16 +6,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-from anomalib.data.utils.generators.perlin import generate_perlin_noise
 from pydantic import Field, model_validator
-from torchvision.transforms.v2 import functional as TF
 
 from acbench.data.category import CategoryData
 from acbench.data.io import is_image, load_mask
 from acbench.errors import UserError
 from acbench.masks.augment import affine_to, elastic, resize_mask
 from acbench.masks.base import ForegroundOptions, MaskSource
+from acbench.masks.perlin import perlin_mask
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +124,7 @@ class PerlinMasks(MaskSource):
 
     def _noise_mask(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
         o = self.options
-        sy, sx = (2 ** int(k) for k in rng.integers(*o.scale_exponents, size=2))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(2**31 - 1)))
-            noise = generate_perlin_noise(shape[0], shape[1], scale=(sy, sx))
-        angle = float(rng.uniform(-o.rotation, o.rotation))
-        noise = TF.rotate(noise[None], angle, interpolation=TF.InterpolationMode.BILINEAR)[0]
-        return noise.numpy() > o.threshold
+        return perlin_mask(shape, rng, o.scale_exponents, o.threshold, o.rotation)
 
     def sample(self, data, anomaly_type, normal, rng):
         o = self.options

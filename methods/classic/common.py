@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
 from acbench.data.category import CategoryData
+from acbench.data.io import IMAGE_SUFFIXES, is_image
+from acbench.errors import UserError, require_folder
 
 
 def pick_normal(data: CategoryData, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -27,3 +33,105 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
 def torch_seed(rng: np.random.Generator) -> int:
     """A torch seed drawn from the job's numpy generator (torchvision transforms use torch's RNG)."""
     return int(rng.integers(2**31 - 1))
+
+
+# --------------------------------------------------------------------------------------------- #
+# Texture folders (DTD, RealNet's SDAS images, …)
+
+
+class TextureFolder:
+    """The image files of a texture folder (searched recursively), loaded as RGB uint8 at a given size.
+
+    `option` names the setting as the user wrote it ("method memseg: options.texture_path"), so every
+    problem is reported as one line naming it; `hint` says where to get the folder.
+    """
+
+    def __init__(self, path: str | Path, option: str, hint: str = "") -> None:
+        self.path, self.option, self.hint = Path(path).expanduser(), option, hint
+        self._files: list[Path] | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        if self._files is None:
+            self.check_exists()
+            self._files = sorted(p for p in self.path.rglob("*") if is_image(p))
+        return self._files
+
+    def check_exists(self) -> None:
+        require_folder(self.path, self.option, self.hint, suffixes=IMAGE_SUFFIXES)
+
+    def check(self) -> None:
+        """Before any job: the folder exists, holds images, and every image header can be read."""
+        for f in self.files:
+            try:
+                with Image.open(f) as im:
+                    im.size  # noqa: B018 - reading the header is the check
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise UserError(f"{self.option}: {f} is not a readable image ({exc.__class__.__name__}); "
+                                f"remove it from {self.path} or replace it") from None
+
+    def load(self, index: int, size: tuple[int, int]) -> np.ndarray:
+        """File `index` as RGB uint8 resized to `size` = (height, width) (bilinear, as cv2.resize in the papers)."""
+        with Image.open(self.files[index]) as im:
+            return np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+
+    def sample(self, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+        return self.load(int(rng.integers(len(self.files))), size)
+
+
+# --------------------------------------------------------------------------------------------- #
+# ASBench's cross-cutting wrapper and DRAEM's random augmenter
+
+
+def asbench_pre_rotate(image: np.ndarray, rng: np.random.Generator, p: float = 0.3,
+                       degrees: float = 90.0) -> np.ndarray:
+    """ASBench's dataset wrapper: with probability `p` the normal image is rotated by U(-degrees, degrees)
+    before synthesis (bilinear, black corners), and the rotated image is the pair's normal image.
+
+    Both draws are always made, so the random stream does not depend on the outcome.
+    """
+    rotate = rng.random() < p
+    angle = float(rng.uniform(-degrees, degrees))
+    if not rotate:
+        return image
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return TF.rotate(t, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=0).permute(1, 2, 0).numpy()
+
+
+def _gamma(t, rng):
+    gammas = torch.tensor(rng.uniform(0.5, 2.0, size=3), dtype=torch.float32).view(3, 1, 1)
+    return ((t.float() / 255) ** gammas * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _brightness(t, rng):
+    mul, add = rng.uniform(0.8, 1.2), rng.uniform(-30, 30)
+    return (t.float() * mul + add).round().clamp(0, 255).to(torch.uint8)
+
+
+def _hue_saturation(t, rng):
+    return TF.adjust_saturation(TF.adjust_hue(t, float(rng.uniform(-50, 50)) / 360), float(rng.uniform(0.5, 1.5)))
+
+
+#: DRAEM's `randAugmenter` ops (imgaug in the official code, which is unmaintained and breaks on NumPy 2),
+#: re-expressed with torchvision; approximate by design: imgaug's exact parameter draws are not reproduced.
+AUGMENT_OPS = {
+    "gamma_contrast": _gamma,
+    "multiply_add_brightness": _brightness,
+    "sharpness": lambda t, rng: TF.adjust_sharpness(t, float(rng.uniform(0.0, 2.0))),
+    "hue_saturation": _hue_saturation,
+    "solarize": lambda t, rng: TF.solarize(t, float(rng.uniform(32, 128))),
+    "posterize": lambda t, rng: TF.posterize(t, int(rng.integers(4, 9))),
+    "invert": lambda t, rng: TF.invert(t),
+    "autocontrast": lambda t, rng: TF.autocontrast(t),
+    "equalize": lambda t, rng: TF.equalize(t),
+    "rotate_45": lambda t, rng: TF.rotate(t, float(rng.uniform(-45, 45)), fill=0),
+}
+
+
+def rand_augment(image: np.ndarray, rng: np.random.Generator, n: int = 3) -> np.ndarray:
+    """DRAEM's random augmenter: `n` distinct ops drawn from `AUGMENT_OPS`, applied in the drawn order."""
+    names = list(AUGMENT_OPS)
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    for i in rng.choice(len(names), size=n, replace=False):
+        t = AUGMENT_OPS[names[int(i)]](t, rng)
+    return t.permute(1, 2, 0).numpy()

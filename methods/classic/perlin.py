@@ -65,7 +65,10 @@ class PerlinDraem(Synthesizer):
             with torch.random.fork_rng():
                 torch.manual_seed(torch_seed(rng))
                 img = to_tensor(image)
-                perturbation, mask = generator.generate_perturbation(img.shape[1], img.shape[2], None, texture)
+                # The device is explicit: anomalib otherwise picks CUDA when the machine has it while `img`
+                # stays on the CPU ("Expected all tensors to be on the same device").
+                perturbation, mask = generator.generate_perturbation(img.shape[1], img.shape[2],
+                                                                     torch.device("cpu"), texture)
                 beta = torch.empty(1).uniform_(*self.options.blend_factor)
                 m = mask.permute(2, 0, 1)
                 out = img * (1 - m) + beta * perturbation.permute(2, 0, 1) + (1 - beta) * img * m
