@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +166,26 @@ def test_method_folder_option_checked_before_any_job(monkeypatch, capsys, tmp_pa
     protocol = _mvtec(tmp_path, dataset, methods=[{"name": "released", "options": {"path": str(folder)}}])
     _fails_with(monkeypatch, capsys, protocol, tmp_path, "options.path", str(folder))
     assert not (tmp_path / "run" / "artifacts").exists()
+
+
+@pytest.mark.parametrize("case", ["file", "read-only"])
+def test_unusable_out_folder_is_one_line(monkeypatch, capsys, tmp_path, case):
+    out = tmp_path / "out"
+    if case == "file":
+        out.write_text("not a folder")
+    else:  # as the operating system answers for a read-only parent (also when the tests run as root)
+        real_mkdir = Path.mkdir
+
+        def refuse(self, *args, **kwargs):
+            if self == out:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    code = run_cli(monkeypatch, "run", write_protocol(tmp_path), "--out", out, "--quiet")
+    err = capsys.readouterr().err
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(out) in lines[0]
+    if case == "file":
+        assert out.read_text() == "not a folder"

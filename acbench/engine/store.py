@@ -40,8 +40,14 @@ class RunStore:
     def lock(self) -> None:
         """Refuse a second concurrent run on the same folder. The OS releases the lock when the
         holding process dies, so a stale lock from a killed run is taken over automatically."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.root / ".lock", "a+")
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"{self.root}: the run folder is an existing file; choose another --out (or output:)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / ".lock", "a+")
+        except PermissionError:
+            raise UserError(f"{self.root}: the run folder cannot be written (permission denied); choose another "
+                            "--out or fix its permissions") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
