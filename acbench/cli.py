@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from acbench import registry
+from acbench import console_log, registry
 from acbench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -67,6 +67,8 @@ def run(
     result = run_study(proto, out=out, source=str(protocol), fail_fast=fail_fast, progress=progress,
                        on_plan=announce)
     _print_summary(result)
+    for line in console_log.repeated_summary():
+        err.print(f"[dim]repeated warning: {escape(line)}[/dim]", highlight=False)
     if not result.ok:
         raise typer.Exit(result.exit_code)
 
@@ -339,6 +341,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # the console shows warnings; run logs get everything
         handler.setLevel(logging.WARNING)
+    console_log.install(logging.getLogger().handlers)  # each distinct warning once; repeats counted
     try:
         app()
     except UserError as exc:

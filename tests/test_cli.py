@@ -32,3 +32,25 @@ def test_data_check_and_list(monkeypatch, capsys, demo_root, tmp_path):
     assert "crop-paste" in capsys.readouterr().out
     assert run_cli(monkeypatch, "list", "protocols") == 0
     assert "demo.yaml" in capsys.readouterr().out
+
+
+def test_console_shows_each_warning_once_and_counts_repeats():
+    import logging
+
+    from acbench import console_log
+
+    stream = __import__("io").StringIO()
+    handler = logging.StreamHandler(stream)
+    filt = console_log.OncePerMessage()
+    handler.addFilter(filt)
+    logger = logging.getLogger("acbench.test_once")
+    logger.addHandler(handler)
+    try:
+        for _ in range(12):
+            logger.warning("RANDOM WEIGHTS for %s", "fid-inception-v3")
+        logger.warning("RANDOM WEIGHTS for %s", "lpips-alex")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines == ["RANDOM WEIGHTS for fid-inception-v3", "RANDOM WEIGHTS for lpips-alex"]
+    assert filt.repeated() == [("RANDOM WEIGHTS for fid-inception-v3", 12)]
