@@ -338,10 +338,12 @@ def evaluate_detection(
 
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
+    before = list(logging.getLogger().handlers)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # the console shows warnings; run logs get everything
         handler.setLevel(logging.WARNING)
-    console_log.install(logging.getLogger().handlers)  # each distinct warning once; repeats counted
+    # each distinct warning once on the console (the handler made here, not one an embedding program owns)
+    console_log.install([h for h in logging.getLogger().handlers if h not in before])
     try:
         app()
     except UserError as exc:

@@ -189,3 +189,25 @@ def test_unusable_out_folder_is_one_line(monkeypatch, capsys, tmp_path, case):
     assert str(out) in lines[0]
     if case == "file":
         assert out.read_text() == "not a folder"
+
+
+@pytest.mark.usefixtures("needs_weights")
+def test_downloadable_weight_that_cannot_be_reached_stops_before_any_job(monkeypatch, capsys, tmp_path):
+    """Under `pretrained`, a weight missing locally whose download source does not answer stops the study in
+    the pre-flight (one line), instead of failing every job that needs it."""
+    from acbench import registry
+    from acbench.engine import requirements
+    from acbench.synthesis import WeightRequirement
+
+    cls = registry.load("methods", "needs-weights")
+    monkeypatch.setattr(cls, "required_weights", lambda self: [WeightRequirement(
+        "tiny-backbone", "a backbone checkpoint", filename="tiny-backbone.pth",
+        url="https://example.invalid/tiny-backbone.pth")])
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("ACBENCH_OFFLINE", raising=False)
+    asked = []
+    monkeypatch.setattr(requirements, "reachable", lambda source, timeout=8.0: asked.append(source) or False)
+    protocol = write_protocol(tmp_path, methods=[{"name": "needs-weights"}], weights="pretrained")
+    line = _fails_with(monkeypatch, capsys, protocol, tmp_path, "'tiny-backbone'", "cannot be reached")
+    assert asked == ["https://example.invalid/tiny-backbone.pth"] and "example.invalid" in line
+    assert not (tmp_path / "run" / "artifacts").exists()

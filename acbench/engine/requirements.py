@@ -28,6 +28,7 @@ class WeightStatus:
     where: str = ""  # the path found
     looked: list[str] = field(default_factory=list)
     downloadable: bool = False
+    source: str = ""  # the hub id or URL it would be downloaded from
 
     @property
     def state(self) -> str:
@@ -57,6 +58,7 @@ def locate(req: Any) -> WeightStatus:
     status = WeightStatus(req.name, getattr(req, "description", ""))
     path, filename, repo_id = (getattr(req, k, None) for k in ("path", "filename", "repo_id"))
     status.downloadable = bool(getattr(req, "url", None) or repo_id)
+    status.source = repo_id or getattr(req, "url", None) or ""
     candidates = []
     if path:
         candidates.append(Path(path).expanduser())
@@ -102,11 +104,37 @@ def require_weights(protocol: Protocol) -> None:
     for status in check_weights(protocol):
         if status.found is not False:
             continue
-        fetchable = status.downloadable and not offline()
+        fetchable = status.downloadable and not offline() and reachable(status.source)
         if protocol.weights == "pretrained" and not fetchable:
+            source = ""
+            if status.downloadable:
+                source = (" and downloads are off (HF_HUB_OFFLINE / ACBENCH_OFFLINE)" if offline()
+                          else f" and {status.source} cannot be reached to download them")
             raise UserError(f"weights '{status.name}' ({status.needed_by[0]}) not found (looked in: "
-                            f"{'; '.join(status.looked)}); put them there, or set weights: pretrained-or-random "
-                            "to run with random ones")
+                            f"{'; '.join(status.looked)}){source}; put them there, or set weights: "
+                            "pretrained-or-random to run with random ones")
         if protocol.weights != "random" and not fetchable:
             log.warning("weights '%s' not found (looked in: %s): %s will use random weights",
                         status.name, "; ".join(status.looked), status.needed_by[0])
+
+
+def reachable(source: str, timeout: float = 8.0) -> bool:
+    """Whether a weight's download source answers now (a hub repo's metadata, or a URL's headers).
+
+    Checked once before any job, so a study that cannot fetch a weight under `pretrained` stops in
+    seconds instead of failing every job that needs it.
+    """
+    if not source:
+        return False
+    try:
+        if "://" in source:
+            import urllib.request
+
+            with urllib.request.urlopen(urllib.request.Request(source, method="HEAD"), timeout=timeout):
+                return True
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(source, timeout=timeout)
+        return True
+    except Exception:  # no network, DNS failure, 404, gated repo …: all mean "cannot download now"
+        return False
