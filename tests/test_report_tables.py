@@ -38,26 +38,58 @@ def test_mean_row_is_the_mean_of_category_means(tables):
     assert tables["fid"].mean.at["mean", "crop-paste"] == pytest.approx(45.0)  # per-type rows ignored
 
 
-def test_best_is_bold_and_second_underlined_respecting_direction(tables):
-    ap = metric_grid(tables["pixel_ap"])  # higher is better
-    bottle, metal, mean = _cells(ap, "bottle"), _cells(ap, "metal_nut"), _cells(ap, "mean")
-    assert bottle["cutpaste/patch †"].rank == 1 and bottle["crop-paste"].rank == 2 and bottle["perlin"].rank == 0
-    assert metal["crop-paste"].rank == 1 and metal["perlin"].rank == 2
-    assert mean["crop-paste"].rank == 1 and mean["cutpaste/patch †"].rank == 2
-    assert metal["crop-paste"].text == "86.0 ± 1.4"  # percent, mean ± std over the two seeds
-    fid = metric_grid(tables["fid"])  # lower is better
-    assert _cells(fid, "bottle")["crop-paste"].rank == 1 and _cells(fid, "bottle")["cutpaste/patch"].rank == 2
-    assert _cells(fid, "metal_nut")["perlin"].rank == 1
-    assert "↓" in tables["fid"].title and "↑" in tables["pixel_ap"].title
+def _seeded_table(values: dict[str, dict[str, list[float]]], metric="pixel_ap"):
+    """A one-metric table from label -> category -> per-seed values."""
+    rows = [{"method": label, "variant": "", "category": cat, "seed": seed, "stage": "detect",
+             "detector": "unet-localization" if metric == "pixel_ap" else "", "anomaly_type": "", "metric": metric,
+             "scope": "", "value": v, "weights": "pretrained"}
+            for label, cats in values.items() for cat, vs in cats.items() for seed, v in enumerate(vs)]
+    return next(t for t in build_tables(prepare(pd.DataFrame(rows))) if t.metric == metric)
+
+
+def test_best_and_second_are_marked_only_where_seeds_separate_them():
+    table = _seeded_table({  # higher is better; three seeds per category
+        "a": {"bottle": [0.90, 0.91, 0.92], "metal_nut": [0.60, 0.50, 0.70]},
+        "b": {"bottle": [0.70, 0.71, 0.72], "metal_nut": [0.58, 0.48, 0.72]},
+        "c": {"bottle": [0.50, 0.51, 0.52], "metal_nut": [0.20, 0.21, 0.22]},
+    })
+    grid = metric_grid(table)
+    bottle, metal, mean = _cells(grid, "bottle"), _cells(grid, "metal_nut"), _cells(grid, "mean")
+    assert (bottle["a"].rank, bottle["b"].rank, bottle["c"].rank) == (1, 2, 0)
+    # metal_nut: a and b overlap seed by seed (a tie), so nothing is marked, not even b over c
+    assert (metal["a"].rank, metal["b"].rank, metal["c"].rank) == (0, 0, 0)
+    assert table.separated("metal_nut", "b", "c")  # b does beat c there: only the tie above hides it
+    # mean row: six (category, seed) pairs: a ahead of b in five, b ahead of c in all
+    assert (mean["a"].rank, mean["b"].rank) == (1, 2)
+    assert any("paired bootstrap" in note for note in grid.notes)
+
+
+def test_lower_is_better_and_too_few_seeds_is_a_tie():
+    fid = _seeded_table({"a": {"bottle": [30.0, 31.0, 29.0]}, "b": {"bottle": [50.0, 52.0, 51.0]}}, metric="fid")
+    assert fid.ranks("bottle") == {"a": 1} and "↓" in fid.title
+    one_seed = _seeded_table({"a": {"bottle": [0.9]}, "b": {"bottle": [0.1]}})
+    assert one_seed.ranks("bottle") == {}  # one seed: nothing can separate two methods in a category
+    two = _seeded_table({"a": {"bottle": [0.9, 0.9]}, "b": {"bottle": [0.1, 0.1]}})
+    assert two.ranks("bottle") == {}  # below MIN_PAIRED_UNITS
+
+
+def test_paired_bootstrap_matches_an_independent_resampling():
+    from acbench.report.tables import paired_bootstrap_low
+
+    diff = np.array([0.3, -0.1, 0.2, 0.05, 0.4])
+    rng = np.random.default_rng(0)
+    means = [diff[rng.integers(0, 5, size=5)].mean() for _ in range(2000)]
+    assert paired_bootstrap_low(diff) == pytest.approx(np.percentile(means, 2.5), abs=0.02)
+    assert paired_bootstrap_low(np.array([0.1, 0.2, 0.15])) > 0 > paired_bootstrap_low(np.array([0.1, -0.2, 0.15]))
 
 
 def test_markdown_and_latex(tables):
     grid = metric_grid(tables["pixel_ap"])
     md = to_markdown(grid)
-    assert "| metal_nut | <u>40.0 ± 0.0</u> | **86.0 ± 1.4** |" in md
+    assert "| metal_nut | 40.0 ± 0.0 | 86.0 ± 1.4 |" in md  # two seeds: a tie, unmarked
     assert "random weights" in md  # the † column is explained
     tex = to_latex(grid)
-    assert r"metal\_nut & \underline{40.0 $\pm$ 0.0} & \textbf{86.0 $\pm$ 1.4} & 32.0 $\pm$ 2.8 \\" in tex
+    assert r"metal\_nut & 40.0 $\pm$ 0.0 & 86.0 $\pm$ 1.4 & 32.0 $\pm$ 2.8 \\" in tex
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert "metal_nut" not in tex.replace(r"metal\_nut", "")  # no unescaped underscore anywhere
     assert latex_escape("a_b & 50% #1 {x}") == r"a\_b \& 50\% \#1 \{x\}"
@@ -84,9 +116,10 @@ def test_direction_of_an_unlisted_metric_comes_from_its_plugin(monkeypatch):
 def test_ablation_layout():
     rows = []
     for variant, value in {"full": 0.8, "no_csm": 0.7, "no_asea": 0.75, "no_sga": 0.6}.items():
-        rows.append({"method": "anomalycontrol", "variant": variant, "category": "bottle", "seed": 0,
-                     "stage": "detect", "detector": "unet-localization", "anomaly_type": "", "metric": "pixel_ap",
-                     "scope": "pixel", "value": value})
+        for seed, jitter in enumerate((-0.001, 0.0, 0.001)):  # three seeds, so the ranking can be decided
+            rows.append({"method": "anomalycontrol", "variant": variant, "category": "bottle", "seed": seed,
+                         "stage": "detect", "detector": "unet-localization", "anomaly_type": "",
+                         "metric": "pixel_ap", "scope": "pixel", "value": value + jitter})
     methods = [{"name": "anomalycontrol", "variant": v, "options": {"ablation": v}}
                for v in ("no_sga", "full", "no_asea", "no_csm")]
     grid = ablation_grid(build_tables(prepare(pd.DataFrame(rows))), methods)

@@ -52,13 +52,15 @@ def ablation_grid(tables: list[MetricTable], methods_config: list[dict]) -> Grid
     for table in metric_tables:
         sub = MetricTable(table.metric, table.detector, table.direction,
                           table.mean.reindex(columns=ordered), table.std.reindex(columns=ordered),
-                          table.count.reindex(columns=ordered))
+                          table.count.reindex(columns=ordered),
+                          units={row: u.reindex(columns=ordered) for row, u in table.units.items()})
         ranks = sub.ranks(MEAN_ROW)
         for row, label in zip(rows, ordered, strict=True):
             value = sub.mean.at[MEAN_ROW, label]
             text = "–" if pd.isna(value) else f"{table.display(value):.{table.digits}f}"
             row.append(Cell(text, ranks.get(label, 0)))
-    notes = ["mean over categories; ✓ module on, ✗ off; best in bold, second underlined",
+    notes = ["mean over categories; ✓ module on, ✗ off; best in bold, second underlined where a paired "
+             "bootstrap over categories x seeds separates them (else tied, unmarked)",
              "no_sga is plain SD inpainting with the text prompt: no CSM feature reaches the UNet"]
     return Grid("Ablation of AnomalyControl", header, rows, notes)
 

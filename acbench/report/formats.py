@@ -40,6 +40,10 @@ class Grid:
         return cls(title, header, rows, notes or [])
 
 
+RANKING_NOTE = ("best in bold, second underlined only where a paired bootstrap (95%) over seeds, or categories x "
+                "seeds in the mean row, separates them from the next; unmarked = tied (fewer than 3 pairs: always)")
+
+
 def metric_grid(table: MetricTable) -> Grid:
     labels = list(table.mean.columns)
     header = ["category"] + [f"{lb} †" if lb in table.random else lb for lb in labels]
@@ -61,8 +65,8 @@ def metric_grid(table: MetricTable) -> Grid:
         notes.append("mean ± std over seeds")
     if table.ci_low is not None:
         notes.append("[95% bootstrap interval over test images]")
-    if any(cell.rank for row in rows for cell in row):
-        notes.append("best in bold, second underlined")
+    if table.direction is not None:
+        notes.append(RANKING_NOTE)
     if table.random:
         notes.append(RANDOM_NOTE)
     return Grid(table.title, header, rows, notes, rule_before_last=MEAN_ROW in table.mean.index)

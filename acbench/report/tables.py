@@ -16,6 +16,10 @@ import pandas as pd
 from acbench.report.load import PERCENT_METRICS, arrow, display_name, metric_direction, random_labels
 
 MEAN_ROW = "mean"
+#: A ranking needs at least this many paired units (seeds in a category row; categories x seeds in the mean
+#: row): with fewer, no resampling can tell two methods apart, and the row shows a tie.
+MIN_PAIRED_UNITS = 3
+BOOTSTRAP_RESAMPLES = 2000
 #: Extra result columns that make rows of the same metric non-comparable: each value gets its own table.
 SPLIT_COLUMNS = ("variant_of_metric", "selection")
 
@@ -32,6 +36,8 @@ class MetricTable:
     ci_high: pd.DataFrame | None = None
     random: set[str] = field(default_factory=set)  # labels computed with random weights
     split: dict[str, str] = field(default_factory=dict)  # SPLIT_COLUMNS values of this table
+    #: row -> the paired units behind it (index: seed, or (category, seed) for the mean row; columns: labels)
+    units: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -74,15 +80,40 @@ class MetricTable:
         return round(value * self.scale, self.digits)
 
     def ranks(self, row: str) -> dict[str, int]:
-        """label -> 1 (best) or 2 (second best) in one row, by the displayed (rounded) values."""
+        """label -> 1 (best) or 2 (second best) in one row, only where the data separate them.
+
+        The best is marked when a paired bootstrap over the row's units (seeds, or categories x seeds in
+        the mean row) puts the 95% interval of its advantage over the runner-up above zero; the second
+        likewise against the third, and only under a marked best. Anything else is a tie: no mark.
+        """
         if self.direction is None:
             return {}
         values = {c: self.display(v) for c, v in self.mean.loc[row].items() if not pd.isna(v)}
-        if len(set(values.values())) < 2:  # all tied: highlighting would say nothing
-            return {}
-        distinct = sorted(set(values.values()), reverse=self.direction)
-        rank = {v: i + 1 for i, v in enumerate(distinct[:2])}
-        return {c: rank[v] for c, v in values.items() if v in rank}
+        order = sorted(values, key=lambda c: values[c], reverse=self.direction)
+        out: dict[str, int] = {}
+        for rank, (a, b) in enumerate(zip(order, order[1:]), start=1):
+            if rank > 2 or values[a] == values[b] or not self.separated(row, a, b):
+                break
+            out[a] = rank
+        return out
+
+    def separated(self, row: str, better: str, worse: str) -> bool:
+        """Whether `better` beats `worse` in `row`: paired bootstrap of the mean difference over shared units."""
+        units = self.units.get(row)
+        if units is None or better not in units or worse not in units:
+            return False
+        pairs = units[[better, worse]].dropna()
+        if len(pairs) < MIN_PAIRED_UNITS:
+            return False
+        diff = (pairs[better] - pairs[worse]).to_numpy(dtype=float) * (1 if self.direction else -1)
+        return paired_bootstrap_low(diff) > 0
+
+
+def paired_bootstrap_low(diff: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
+    """Lower end of the 95% percentile interval of mean(diff) under resampling of the pairs (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    return float(np.percentile(means, 2.5))
 
 
 def category_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +145,17 @@ def _one_table(part: pd.DataFrame, metric: str, detector: str) -> MetricTable:
         std=frame_of(grouped.std(ddof=1), seed_means.std(ddof=1)),
         count=frame_of(grouped.count(), seed_means.count()),
         random=random_labels(part),  # only the rows of this table: a random detector taints its own tables
+        units=_units(per_seed, cats, labels),
     )
+
+
+def _units(per_seed: pd.DataFrame, cats: list[str], labels: list[str]) -> dict[str, pd.DataFrame]:
+    """Per category: seed x label values; for the mean row: (category, seed) x label values."""
+    wide = per_seed.pivot_table(index=["category", "seed"], columns="label", values="value", aggfunc="mean")
+    wide = wide.reindex(columns=labels)
+    units = {c: wide.xs(c, level="category") for c in cats if c in wide.index.get_level_values("category")}
+    units[MEAN_ROW] = wide
+    return units
 
 
 def build_tables(frame: pd.DataFrame) -> list[MetricTable]:
