@@ -34,6 +34,7 @@ from acbench.report.figures import (
     synthetic_share_plot,
 )
 from acbench.report.formats import Grid, metric_grid, to_latex, to_markdown
+from acbench.report.headline import headline_grid
 from acbench.report.load import RANDOM_NOTE_SHORT, Run, load_run
 from acbench.report.manifest import manifest_facts, weights_grid
 from acbench.report.references import DATASET_NAMES, REFERENCES_DIR, compare, load_references
@@ -71,6 +72,7 @@ def render_report(run_dir: str | Path, formats: list[str] | None = None, bootstr
     _write_table_files(tables, out / "tables", formats)
 
     blocks = _summary_blocks(run)
+    blocks += _headline_blocks(tables, run, out, references_dir)
     blocks += _table_blocks(tables)
     blocks += _ablation_blocks(tables, run, out, formats)
     blocks += _reference_blocks(tables, run, references_dir)
@@ -98,15 +100,42 @@ def _summary_blocks(run: Run) -> list[doc.Block]:
     return blocks
 
 
+def _headline_blocks(tables: list[MetricTable], run: Run, out: Path,
+                     references_dir: str | Path | None) -> list[doc.Block]:
+    """The summary table (also tables/summary.{md,tex,csv}) and the quality-vs-utility figure, first."""
+    dataset = DATASET_NAMES.get(run.manifest.get("protocol", {}).get("dataset", {}).get("kind", ""), "")
+    refs = load_references(references_dir) if references_dir and Path(references_dir).is_dir() else []
+    grid = headline_grid(tables, refs, dataset)
+    if grid is None:
+        return []
+    atomic_write_text(out / "tables" / "summary.md", to_markdown(grid))
+    atomic_write_text(out / "tables" / "summary.tex", to_latex(grid))
+    summary = pd.DataFrame([[c.text for c in row] for row in grid.rows], columns=grid.header)
+    atomic_write_text(out / "tables" / "summary.csv", summary.to_csv(index=False))
+    blocks = [doc.heading("Summary"), doc.grid(grid)]
+    colours = method_colours(list(dict.fromkeys(run.frame["label"]))) if not run.frame.empty else {}
+    for stats in _scatter_pairs(correlations(run.frame))[:1]:
+        quality, downstream = stats["quality_column"], stats["downstream"]
+        title = (f"Spearman ρ {stats['spearman_rho']:+.2f}, Kendall τ {stats['kendall_tau']:+.2f} "
+                 f"({int(stats['points'])} method × category points)")
+        png = quality_utility_scatter(run.frame, quality, downstream, title, out / "figures" / "headline_scatter",
+                                      bool(run.random_parts), colours)
+        blocks.append(doc.figure(png, f"Does quality predict utility? {stats['quality']} against {downstream}, "
+                                      "one point per method × category", wide=True))
+    return blocks
+
+
 def _table_blocks(tables: list[MetricTable]) -> list[doc.Block]:
     if not tables:
         return [doc.heading("Results"), doc.text("No results yet: results.csv is empty or missing.")]
-    blocks = [doc.heading("Generation quality")] if any(not t.detector for t in tables) else []
+    blocks = [doc.heading("Generation quality"), doc.fold("per-category tables")] \
+        if any(not t.detector for t in tables) else []
     blocks += [doc.grid(metric_grid(t)) for t in tables if not t.detector]
+    blocks += [doc.unfold()] if blocks else []
     detection = [t for t in tables if t.detector]
     if detection:
-        blocks.append(doc.heading("Downstream detection (real held-out anomalies)"))
-        blocks += [doc.grid(metric_grid(t)) for t in detection]
+        blocks += [doc.heading("Downstream detection (real held-out anomalies)"), doc.fold("per-category tables")]
+        blocks += [doc.grid(metric_grid(t)) for t in detection] + [doc.unfold()]
     return blocks
 
 

@@ -22,7 +22,7 @@ def no_links(text: str) -> str:
 
 @dataclass
 class Block:
-    kind: str  # heading | text | banner | grid | figure | facts
+    kind: str  # heading | text | banner | grid | figure | facts | fold | unfold
     text: str = ""
     grid: Grid | None = None
     path: Path | None = None
@@ -52,6 +52,15 @@ def figure(path: Path, caption: str, wide: bool = False) -> Block:
 
 def facts(items: list[tuple[str, str]]) -> Block:
     return Block("facts", facts=items)
+
+
+def fold(summary: str) -> Block:
+    """Start a collapsed section (HTML <details>; Markdown shows its content as usual)."""
+    return Block("fold", summary)
+
+
+def unfold() -> Block:
+    return Block("unfold")
 
 
 def to_md(blocks: list[Block], root: Path) -> str:
@@ -100,6 +109,7 @@ display:inline-block;vertical-align:top;box-sizing:border-box}
 figure.half{max-width:calc(50% - 26px)}figure.wide{max-width:100%}
 figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:#4a5568;margin-top:4px}
+details{margin:10px 0}summary{cursor:pointer;font-size:14px;color:#2b6cb0;margin:6px 0}
 nav{font-size:13px;margin:8px 0 0}nav a{margin-right:14px;color:#2b6cb0;text-decoration:none}
 p{font-size:14px;line-height:1.5}
 """
@@ -147,6 +157,10 @@ def to_page(blocks: list[Block], title: str) -> str:
         elif b.kind == "figure":
             size = "wide" if b.level == 1 else "half"
             body.append(f'<figure class="{size}">{_img(b.path)}<figcaption>{html.escape(b.text)}</figcaption></figure>')
+        elif b.kind == "fold":
+            body.append(f"<details><summary>{html.escape(b.text)}</summary>")
+        elif b.kind == "unfold":
+            body.append("</details>")
         elif b.kind == "facts":
             items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in b.facts)
             body.append(f"<dl>{items}</dl>")

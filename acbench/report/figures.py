@@ -99,6 +99,9 @@ def quality_utility_scatter(frame: pd.DataFrame, quality: str, downstream: str, 
                     else len(order))
     for label, part in groups:
         ax.scatter(part[quality], part[downstream], label=label, s=22, color=(colours or {}).get(label))
+        # each method named at the centre of its points, so the figure reads without the legend
+        ax.annotate(label, (part[quality].mean(), part[downstream].mean()), fontsize=6, alpha=0.8,
+                    xytext=(3, 3), textcoords="offset points", color=(colours or {}).get(label))
     metric, _, detector = downstream.partition(" (")
     ax.set_xlabel(display_name(quality))
     ax.set_ylabel(f"{display_name(metric)} — {detector.rstrip(')')}" if detector else display_name(metric))
