@@ -168,6 +168,18 @@ def report(
 
 
 @app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="two or more run folders")],
+    out: Annotated[Path, typer.Option(help="folder for the merged results and their report")],
+) -> None:
+    """One report and leaderboard from several runs with the same data and metric settings."""
+    from acbench.report import render_report
+    from acbench.report.leaderboard import merge_runs
+
+    console.print(f"report: {render_report(merge_runs(run_dirs, out))}")
+
+
+@app.command()
 def generate(
     method: Annotated[str, typer.Argument(help="method name (acbench list methods)")],
     dataset: Annotated[Path, typer.Option(help="dataset root in MVTec AD layout")],

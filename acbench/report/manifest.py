@@ -39,6 +39,9 @@ def manifest_facts(run: Run) -> list[tuple[str, str]]:
         ("time", (f"started {m.get('started', '?')}, finished {m.get('finished', '?')} "
                   f"({m.get('seconds', '?')} s)")),
     ]
+    if m.get("compared_runs"):
+        facts.insert(0, ("runs compared", "; ".join(f"{r['run']}: {r['path']} (protocol hash {r.get('protocol_hash')})"
+                                                   for r in m["compared_runs"])))
     if m.get("failed_jobs"):
         facts.append(("FAILED JOBS", ", ".join(m["failed_jobs"]) + " (tracebacks in logs/)"))
     return facts
