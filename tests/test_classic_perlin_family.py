@@ -354,3 +354,38 @@ def test_required_folder_option_missing_says_where_to_get_it(monkeypatch, capsys
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert needle in lines[0] and "methods[0].options" in lines[0], lines[0]
+
+
+def test_folder_options_expand_environment_variables(monkeypatch, capsys, tmp_path, textures):
+    """Shipped protocols write `texture_path: ${DTD_ROOT}/images`; an unset variable is one line naming it."""
+    monkeypatch.setenv("ACBENCH_TEST_DTD", str(textures.parent))
+    method = registry.load("methods", "destseg")({"texture_path": "${ACBENCH_TEST_DTD}/images"})
+    assert method.options.texture_path == textures
+    monkeypatch.delenv("ACBENCH_TEST_DTD")
+    protocol = write_protocol(tmp_path, methods=[{"name": "glass", "options": {"texture_path": "${ACBENCH_TEST_DTD}"}}])
+    assert run_cli(monkeypatch, "run", protocol, "--out", tmp_path / "run", "--quiet") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "options.texture_path" in lines[0] and "${ACBENCH_TEST_DTD}" in lines[0], lines
+
+
+def test_glass_combines_two_noises_as_union_intersection_or_the_first(monkeypatch):
+    """perlin.py::perlin_mask: union, intersection or noise 1 alone, each with probability 1/3. The two
+    noises are recomputed from the same seed to classify each draw."""
+    from acbench_methods.classic import glass
+
+    kinds = {"union": 0, "intersection": 0, "first": 0}
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        first, second = (glass.perlin_mask((32, 32), rng, glass.SCALE_EXPONENTS) for _ in range(2))
+        combined = glass.dual_perlin_mask((32, 32), np.random.default_rng(seed))
+        if np.array_equal(first, second):
+            continue
+        matches = [k for k, m in (("union", first | second), ("intersection", first & second), ("first", first))
+                   if np.array_equal(combined, m)]
+        assert matches, "neither union, intersection nor the first noise"
+        if len(matches) == 1:
+            kinds[matches[0]] += 1
+    total = sum(kinds.values())
+    assert total > 60
+    for kind, n in kinds.items():
+        assert 0.2 < n / total < 0.47, (kind, kinds)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BeforeValidator
 from torchvision.transforms.v2 import functional as TF
 
 from acbench.data.category import CategoryData
@@ -143,6 +145,17 @@ def rand_augment(image: np.ndarray, rng: np.random.Generator, n: int = 3) -> np.
 # The Perlin family (MemSeg, DeSTSeg, GLASS, RealNet): one driver, one blend law, one threshold foreground.
 # The methods differ only in the scale range, how masks are combined, the foreground rule, the blend
 # factor's distribution and the texture source; each plugin supplies those in `synthesise`.
+
+
+def _expand_env_path(value: object) -> object:
+    from acbench.protocol import expand_env
+
+    return expand_env(value) if isinstance(value, str) else value
+
+
+#: A folder option of the Perlin family: `${VAR}` is replaced by the environment variable (as in
+#: `dataset.root`), so a shipped protocol can say `texture_path: ${DTD_ROOT}/images`.
+EnvPath = Annotated[Path | None, BeforeValidator(_expand_env_path)]
 
 
 def texture_folder(path: str | Path, option: str, hint: str = "") -> TextureFolder:

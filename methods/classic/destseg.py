@@ -12,11 +12,10 @@ ASBench's +-90 degree pre-rotation with p = 0.3.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from acbench_methods.classic.common import PerlinFamily, TextureFolder, blend_in_mask, texture_folder
+from acbench_methods.classic.common import EnvPath, PerlinFamily, TextureFolder, blend_in_mask, texture_folder
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from acbench.data.category import CategoryData
@@ -30,7 +29,7 @@ DTD_HINT = "download DTD from https://www.robots.ox.ac.uk/~vgg/data/dtd/ and poi
 class DeSTSegOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: Literal["official", "asbench"] = "official"
-    texture_path: Path | None = None
+    texture_path: EnvPath = None
 
     @model_validator(mode="after")
     def _needs_textures(self) -> DeSTSegOptions:

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from acbench_methods.classic.common import PerlinFamily, TextureFolder, blend_in_mask, texture_folder
+from acbench_methods.classic.common import EnvPath, PerlinFamily, TextureFolder, blend_in_mask, texture_folder
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torchvision.transforms.v2 import functional as TF
@@ -83,8 +83,8 @@ def dual_perlin_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.nda
 
 class GlassOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texture_path: Path | None = None
-    foreground_path: Path | None = Field(None, description="GLASS's released fg_mask folder: <path>/<category>/<file>")
+    texture_path: EnvPath = None
+    foreground_path: EnvPath = Field(None, description="GLASS's released fg_mask folder: <path>/<category>/<file>")
     foreground: Literal["auto", "whole", "border", "bright", "dark"] = "auto"
     rand_aug: bool = True
 

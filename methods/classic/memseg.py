@@ -15,11 +15,10 @@ read as RGB into a BGR pipeline), and ASBench's +-90 degree pre-rotation with p 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from acbench_methods.classic.common import (PerlinFamily, TextureFolder, blend_in_mask, rand_augment,
+from acbench_methods.classic.common import (EnvPath, PerlinFamily, TextureFolder, blend_in_mask, rand_augment,
                                             texture_folder, threshold_foreground)
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,7 +62,7 @@ WHOLE = MemSegForeground(use_mask=False)
 class MemSegOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: Literal["official", "asbench"] = "official"
-    texture_path: Path | None = Field(None, description="DTD images folder; without it every source is the "
+    texture_path: EnvPath = Field(None, description="DTD images folder; without it every source is the "
                                                         "shuffled self-patch (as MemSeg without DTD)")
     foreground: dict[str, MemSegForeground] = Field(
         default_factory=dict, description="per-category settings over anomaly_mask.json (official preset)")

@@ -18,12 +18,11 @@ setting for all categories (threshold 100, not reversed), and ASBench's pre-rota
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
-from acbench_methods.classic.common import PerlinFamily, TextureFolder, blend_in_mask, texture_folder
+from acbench_methods.classic.common import EnvPath, PerlinFamily, TextureFolder, blend_in_mask, texture_folder
 from acbench_methods.classic.memseg import ASBENCH_FOREGROUND, memseg_anomaly
 from pydantic import BaseModel, ConfigDict, model_validator
 from skimage import morphology
@@ -70,7 +69,7 @@ def realnet_foreground(image: np.ndarray, rule: tuple[str, int, int]) -> np.ndar
 class RealNetOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: Literal["official", "asbench"] = "official"
-    sdas_path: Path | None = None
+    sdas_path: EnvPath = None
 
     @model_validator(mode="after")
     def _needs_sdas(self) -> RealNetOptions:
