@@ -180,6 +180,27 @@ def test_memseg_per_category_foreground_and_the_asbench_global_one(tmp_path):
     np.testing.assert_array_equal(threshold_foreground(image, 50, True), bright)
 
 
+def test_memseg_asbench_texture_is_channel_swapped(tmp_path):
+    """ASBench reads the normal image as BGR but converts the DTD texture to RGB: on a grey image a red
+    texture blends in as red under `official` and as blue under `asbench` (structure sources stay grey)."""
+    image = np.full((SIZE, SIZE, 3), 100, np.uint8)
+    data = _category(tmp_path, image, "carpet")
+    red = _constant_folder(tmp_path / "red", (255, 0, 0))
+    def pattern(out, mask):  # delta*(255, 0, 0) + (1-delta)*100 has G == B; its swapped form has R == G
+        r, g, b = (out[mask][:, i].astype(int) for i in range(3))
+        if (np.abs(g - b) <= 1).all() and (r - b > 20).all():
+            return "red"
+        if (np.abs(r - g) <= 1).all() and (b - r > 20).all():
+            return "blue"
+        return "other"
+
+    for preset, expected, never in (("official", "red", "blue"), ("asbench", "blue", "red")):
+        method = registry.load("methods", "memseg")({"texture_path": str(red), "preset": preset})
+        rng = np.random.default_rng(0)
+        seen = [pattern(*method.synthesise(image, data, rng)) for _ in range(20)]
+        assert seen.count(expected) >= 4 and never not in seen, (preset, seen)
+
+
 # --------------------------------------------------------------------------------------------- #
 # DeSTSeg
 
