@@ -16,7 +16,7 @@ from acbench import registry
 from acbench.protocol import Protocol, parse_protocol
 
 PROTOCOLS = sorted((Path(__file__).resolve().parents[1] / "protocols").glob("*.yaml"))
-ENV_ROOTS = ("MVTEC_ROOT", "VISA_ROOT")
+ENV_ROOTS = ("MVTEC_ROOT", "VISA_ROOT", "DTD_ROOT", "REALNET_SDAS_MVTEC", "REALNET_SDAS_VISA")
 
 
 @pytest.fixture(autouse=True)

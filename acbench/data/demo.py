@@ -183,3 +183,52 @@ def materialise_demo(seed: int = 0, cache: Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# --------------------------------------------------------------------------------------------- #
+# Stand-in texture folder for the methods that need DTD (or RealNet's SDAS images)
+
+#: scikit-image's bundled photographs that are not demo categories. The folder built from them stands in
+#: for DTD / SDAS in the demo only: it exercises the texture-blending code paths, and results made with it
+#: are never comparable to results made with the real folders.
+STAND_IN_TEXTURES = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field",
+                     "immunohistochemistry", "moon", "rocket", "retina", "cell", "page")
+#: the value of a method's `texture_path` / `sdas_path` that names this folder in a protocol
+DEMO_TEXTURES = "demo:textures"
+
+
+def write_demo_textures(out: str | Path, crops_per_image: int = 2) -> Path:
+    """Square crops (resized to SIZE) of the stand-in photographs, as PNG files under `out` (deterministic)."""
+    out = Path(out)
+    rng = np.random.default_rng(0)
+    for name in STAND_IN_TEXTURES:
+        photo = getattr(skdata, name)().astype(np.float32) / 255.0
+        if photo.ndim == 2:
+            photo = np.repeat(photo[..., None], 3, axis=2)
+        h, w = photo.shape[:2]
+        for i in range(crops_per_image):
+            side = int(min(h, w) * rng.uniform(0.4, 0.7))
+            y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            zoom = SIZE / side
+            crop = ndimage.zoom(photo[y : y + side, x : x + side, :3], (zoom, zoom, 1), order=1)[:SIZE, :SIZE]
+            save_png(out / f"{name}_{i}.png", _u8(crop))
+    return out
+
+
+def materialise_demo_textures(cache: Path | None = None) -> Path:
+    """The stand-in texture folder, written once into the cache next to the demo dataset."""
+    cache = cache or demo_cache_dir()
+    target = cache / f"demo-textures-v{DEMO_VERSION}-{_source_digest()}"
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".demo-textures-"))
+    try:
+        write_demo_textures(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

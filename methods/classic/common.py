@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BeforeValidator
 from torchvision.transforms.v2 import functional as TF
 
 from acbench.data.category import CategoryData
 from acbench.data.io import IMAGE_SUFFIXES, is_image
 from acbench.errors import UserError, require_folder
+from acbench.synthesis import GenerationRequest, Sample, Synthesizer
 
 
 def pick_normal(data: CategoryData, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -135,3 +139,96 @@ def rand_augment(image: np.ndarray, rng: np.random.Generator, n: int = 3) -> np.
     for i in rng.choice(len(names), size=n, replace=False):
         t = AUGMENT_OPS[names[int(i)]](t, rng)
     return t.permute(1, 2, 0).numpy()
+
+
+# --------------------------------------------------------------------------------------------- #
+# The Perlin family (MemSeg, DeSTSeg, GLASS, RealNet): one driver, one blend law, one threshold foreground.
+# The methods differ only in the scale range, how masks are combined, the foreground rule, the blend
+# factor's distribution and the texture source; each plugin supplies those in `synthesise`.
+
+
+def _expand_env_path(value: object) -> object:
+    from acbench.protocol import expand_env
+
+    return expand_env(value) if isinstance(value, str) else value
+
+
+#: A folder option of the Perlin family: `${VAR}` is replaced by the environment variable (as in
+#: `dataset.root`), so a shipped protocol can say `texture_path: ${DTD_ROOT}/images`.
+EnvPath = Annotated[Path | None, BeforeValidator(_expand_env_path)]
+
+
+def texture_folder(path: str | Path, option: str, hint: str = "") -> TextureFolder:
+    """A `TextureFolder`; the value `demo:textures` names the demo's stand-in folder (see `acbench.data.demo`)."""
+    from acbench.data.demo import DEMO_TEXTURES, materialise_demo_textures
+
+    if str(path) == DEMO_TEXTURES:
+        path = materialise_demo_textures()
+    return TextureFolder(path, option, hint)
+
+
+def blend_in_mask(image: np.ndarray, source: np.ndarray, mask: np.ndarray, opacity: float) -> np.ndarray:
+    """The Perlin family's blend: `opacity * source + (1 - opacity) * image` inside `mask`, the image elsewhere.
+
+    DRAEM, DeSTSeg and GLASS write it with beta = 1 - opacity (the image's share); MemSeg and RealNet with
+    the source's share ("transparency"). Computed in float and rounded, so pixels outside the mask keep
+    their exact value.
+    """
+    img = image.astype(np.float32)
+    inside = opacity * source.astype(np.float32) + (1.0 - opacity) * img
+    out = np.where(mask[..., None], inside, img)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def threshold_foreground(image: np.ndarray, threshold: float, reverse: bool, bgr: bool = False) -> np.ndarray:
+    """MemSeg's foreground: grey level (OpenCV's RGB2GRAY weights) above `threshold` is the background,
+    or the foreground when `reverse`. `bgr=True` reproduces ASBench, which applies those weights to a BGR
+    image (red and blue swapped)."""
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(image[..., ::-1] if bgr else image), cv2.COLOR_RGB2GRAY)
+    _, above = cv2.threshold(grey, threshold, 255, cv2.THRESH_BINARY)
+    above = above > 0
+    return above if reverse else ~above
+
+
+class PerlinFamily(Synthesizer):
+    """Driver shared by the Perlin-family plugins: pick a normal image (ASBench's pre-rotation under the
+    `asbench` preset), let the plugin synthesise, and draw again when the mask came out empty.
+
+    The official codes keep an empty-mask draw as an "anomaly" that changed nothing; acbench keeps only
+    pairs with a defect, so the count per type is exact. Subclasses implement `synthesise` and list the
+    folders their options name in `folders` (checked before any job).
+    """
+
+    MAX_EMPTY_DRAWS = 200
+
+    def folders(self) -> list[TextureFolder]:
+        return []
+
+    def check(self) -> None:
+        for folder in self.folders():
+            folder.check()
+
+    def synthesise(self, image: np.ndarray, data: CategoryData, rng: np.random.Generator,
+                   file: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 HxWx3 image, bool HxW mask) for one normal image (`file`: its path under the dataset root)."""
+        raise NotImplementedError
+
+    def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
+        rng = request.rng()
+        produced = empty = 0
+        while produced < request.count:
+            image, source = pick_normal(data, rng)
+            if getattr(self.options, "preset", "official") == "asbench":
+                image = asbench_pre_rotate(image, rng)
+            out, mask = self.synthesise(image, data, rng, source)
+            if not mask.any():
+                empty += 1
+                if empty >= self.MAX_EMPTY_DRAWS:
+                    raise UserError(f"{type(self).__name__.lower()}: {empty} masks in a row were empty on category "
+                                    f"'{data.category}': its foreground setting leaves no pixel; check the options")
+                continue
+            empty = 0
+            produced += 1
+            yield Sample(out, mask, request.anomaly_type, source)
