@@ -88,6 +88,8 @@ class ReportConfig(Strict):
     sample_grid: bool = True
     samples_per_type: int = Field(3, ge=1)
     bootstrap: int = Field(0, ge=0, description="resamples for 95% intervals of image metrics (0: none)")
+    trackers: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers to log the finished run to (optional extras)")
 
 
 class ExecutorConfig(Strict):

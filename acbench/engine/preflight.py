@@ -29,7 +29,17 @@ def check_plugins(protocol: Protocol) -> None:
             check()
 
 
+def check_trackers(protocol: Protocol) -> None:
+    from acbench.report.trackers import missing_trackers
+
+    missing = missing_trackers(protocol.report.trackers)
+    if missing:
+        raise UserError(f"report.trackers: {', '.join(missing)} not installed; pip install 'acbench[trackers]' "
+                        f"(or {' '.join(missing)}), or remove it from the protocol")
+
+
 def preflight(protocol: Protocol, categories: list[str]) -> None:
+    check_trackers(protocol)
     check_data(protocol, categories)
     check_plugins(protocol)
     require_weights(protocol)

@@ -170,4 +170,9 @@ def _run_locked(protocol: Protocol, store: RunStore, source: str | None, fail_fa
         from acbench.report import render_report
 
         render_report(store.root)
+        if protocol.report.trackers:
+            from acbench.report.trackers import log_run
+
+            for tracker, where in log_run(store.root, protocol.report.trackers).items():
+                log.info("logged to %s: %s", tracker, where)
     return result
