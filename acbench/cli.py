@@ -180,6 +180,28 @@ def compare(
 
 
 @app.command()
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    sample: Annotated[int, typer.Option(help="how many finished jobs to re-run (chosen with --seed)")] = 3,
+    all_jobs: Annotated[bool, typer.Option("--all", help="re-run every finished job")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the job sample")] = 0,
+    device: Annotated[str | None, typer.Option(help="device for the re-runs (default: the run's)")] = None,
+) -> None:
+    """Re-run jobs of a study from its manifest and report whether they reproduce bit for bit."""
+    from acbench.engine.verify import verify_run
+
+    verdicts = verify_run(run_dir, sample, all_jobs, device, seed)
+    table = Table("job", "reproduced", "what differs", title=f"verify {run_dir}")
+    for v in verdicts:
+        table.add_row(v.job_id, "yes" if v.reproduced else "[red]NO[/red]", escape("; ".join(v.differences)))
+    console.print(table)
+    failed = [v for v in verdicts if not v.reproduced]
+    console.print(f"{len(verdicts) - len(failed)} of {len(verdicts)} jobs reproduced bit for bit")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def generate(
     method: Annotated[str, typer.Argument(help="method name (acbench list methods)")],
     dataset: Annotated[Path, typer.Option(help="dataset root in MVTec AD layout")],
