@@ -71,3 +71,26 @@ def test_paper_beside_acbench_with_difference(tmp_path):
     assert frame.loc["bottle", "pixel AP (%) (acbench)"] == pytest.approx(75.0)  # 0.75 measured, in percent
     assert frame.loc["mean", "pixel AP (%) Δ"] == pytest.approx(0.5)  # 80.5 - 80.0
     assert compare(tables, [(ref, t) for t in ref.tables], "visa") == []  # other dataset: no comparison
+
+
+def test_no_number_rests_on_an_ai_written_summary_alone():
+    """The research note's conflicts: DualAnoDiff 1.93/0.38, CDC 1.65/0.07, AnomalyAny 2.02/0.33, NSA 1.44/0.26 and
+    RealNet 1.64/0.30 are known only from AI-written paper notes; none of them may appear as a published value."""
+    refs = load_references(REFERENCES_DIR)
+    rows = {(m.name, tuple(m.values.get("mean", []))) for _ref, table in refs for m in table.methods}
+    for name, values in [("DualAnoDiff", (1.93, 0.38)), ("CDC", (1.65, 0.07)), ("AnomalyAny", (2.02, 0.33)),
+                         ("NSA", (1.44, 0.26)), ("RealNet", (1.64, 0.30))]:
+        assert not any(n == name and v[:2] == values for n, v in rows), name
+
+
+def test_anomalycontrol_placeholder_is_valid_and_empty():
+    tables = [t for _ref, t in load_references(REFERENCES_DIR) if t.id.startswith("anomalycontrol_")]
+    assert tables and all(t.provenance == "not-retrieved" for t in tables)
+    assert all(v is None for t in tables for m in t.methods for vs in m.values.values() for v in vs)
+
+
+def test_seas_readme_generation_rows_as_printed():
+    seas = {t.id: t for _ref, t in load_references(REFERENCES_DIR) if t.id.startswith("seas_readme_generation")}
+    assert set(seas) == {f"seas_readme_generation_{d}" for d in ("mvtec", "visa", "mvtec3d")}
+    row = next(m for m in seas["seas_readme_generation_mvtec"].methods if m.name == "SeaS")
+    assert row.values["mean"] == [1.88, 0.34, 0.04, 0.18] and row.acbench == "released/seas"

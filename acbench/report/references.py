@@ -44,7 +44,7 @@ class ReferenceTable(Strict):
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     title: str
     source: str = Field(description="paper and table number the numbers were read from")
-    provenance: Literal["primary", "secondary", "recalled-crosschecked", "recalled"]
+    provenance: Literal["primary", "secondary", "recalled-crosschecked", "recalled", "not-retrieved"]
     dataset: Literal["mvtec_ad", "visa", "mvtec_3d", "mpdd"]
     protocol: str = Field(description="how the numbers were produced, as far as the paper says")
     columns: dict[str, Column] = Field(min_length=1)
