@@ -253,7 +253,7 @@ def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics,
     table = Table(kind)
     table.add_column("description")
     for name in registry.names(kind):  # type: ignore[arg-type]
-        table.add_row(name, getattr(registry.load(kind, name), "description", ""))  # type: ignore[arg-type]
+        table.add_row(name, registry.describe(kind, name))  # type: ignore[arg-type]
     console.print(table)
 
 

@@ -54,3 +54,25 @@ def test_console_shows_each_warning_once_and_counts_repeats():
     lines = stream.getvalue().splitlines()
     assert lines == ["RANDOM WEIGHTS for fid-inception-v3", "RANDOM WEIGHTS for lpips-alex"]
     assert filt.repeated() == [("RANDOM WEIGHTS for fid-inception-v3", 12)]
+
+
+def test_plugin_descriptions_read_from_source_equal_the_classes():
+    """`acbench list` reads descriptions without importing plugins; they must be the classes' own."""
+    from acbench import registry
+
+    for kind in registry.KINDS:
+        for name in registry.names(kind):
+            expected = getattr(registry.load(kind, name), "description", "")
+            assert registry.describe(kind, name) == expected, (kind, name)
+
+
+def test_listing_methods_imports_no_network_library():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom acbench.cli import main\nsys.argv = ['acbench', 'list', 'methods']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('diffusers', 'transformers', 'anomalib', 'lpips') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "HEAVY []" in out, out
+    assert "anomalycontrol" in out and "cutpaste" in out
