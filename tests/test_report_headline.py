@@ -91,3 +91,25 @@ def test_report_opens_with_the_summary(tmp_path):
 
 def test_no_rows_no_headline():
     assert headline_grid([]) is None
+
+
+def test_page_renders_in_headless_chromium_with_summary_and_figure(tmp_path):
+    """The HTML as a browser builds it (Chromium's DOM, offline, fresh profile): the summary table and the
+    headline figure are there. Skipped where Chromium is not installed (apt-get install chromium)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed")
+    run = write_run(tmp_path / "run", _rows(), manifest(), with_samples=False)
+    page = render_report(run)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    summary = dom[dom.index('id="summary"'):]
+    assert "<table" in summary.split('id="generation-quality"')[0]
+    assert "crop-paste" in summary and "data:image/png;base64," in summary.split('id="generation-quality"')[0]
