@@ -418,3 +418,15 @@ def test_split_config_legacy_overlap_still_applies(tmp_path):
     build_btad(tmp_path)
     data = open_category(_config(tmp_path, split=SplitConfig(legacy_overlap=True)), "01")
     assert len(data.synthesis["ko"]) == 5 // 3 + 1 and len(data.eval_anomalies["ko"]) == 5 - 5 // 3
+
+
+def test_a_study_runs_on_the_raw_visa_release(tmp_path, monkeypatch):
+    """`acbench run` end to end on a raw VisA miniature (kind auto): the engine reads it unchanged."""
+    from engine_helpers import results, write_protocol
+
+    build_visa(tmp_path / "VisA")
+    protocol = write_protocol(tmp_path, dataset={"root": str(tmp_path / "VisA"), "categories": ["pcb1"]})
+    assert run_cli(monkeypatch, "run", protocol, "--out", tmp_path / "run", "--quiet", "--device", "cpu") == 0
+    table = results(tmp_path / "run")
+    assert {"melt", "scratch"} <= set(table["anomaly_type"])
+    assert set(table["category"]) == {"pcb1"}
