@@ -165,7 +165,8 @@ def build_mvtec_ad2(root: Path) -> dict:
 REALIAD_SAMPLES = {"AK": 4, "HS": 3}  # anomalous samples per type, 5 views each
 
 
-def build_realiad(root: Path) -> dict:
+def build_realiad(root: Path, anomalib_form: bool = False) -> dict:
+    """`anomalib_form`: JSON paths relative to the category folder and anomaly_class "NG" (no type code)."""
     images, cat = root / "realiad_256", "audiojack"
 
     def shot(label: str, sample: int, view: int, folder: str) -> str:
@@ -187,7 +188,12 @@ def build_realiad(root: Path) -> dict:
                 rel = shot("NG", sample, view, f"NG/{atype}")
                 mask = rel.replace(".jpg", "_mask.png")
                 _mask(images / mask)
-                test.append({"category": cat, "anomaly_class": atype, "image_path": rel, "mask_path": mask})
+                test.append({"category": cat, "anomaly_class": "NG" if anomalib_form else atype, "image_path": rel,
+                             "mask_path": mask})
+    if anomalib_form:
+        for entry in train + test:
+            for key in ("image_path", "mask_path"):
+                entry[key] = entry[key] and entry[key].removeprefix(f"{cat}/")
     path = root / "realiad_jsons" / "realiad_jsons" / f"{cat}.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"meta": {"prefix": "", "normal_class": "OK", "pre_transform": None},
@@ -274,6 +280,8 @@ def test_engine_entry_points_use_the_protocols_reader(release):
     direct = open_category(config, first)
     assert via_engine.dataset == spec.get("auto", spec["kind"])
     assert via_engine.synthesis == direct.synthesis and via_engine.eval_anomalies == direct.eval_anomalies
+    plain = load_category(root, first, SplitConfig())  # `acbench generate --dataset ROOT`: recognised too
+    assert plain.synthesis == direct.synthesis and plain.dataset == spec.get("auto", spec["kind"])
 
 
 def test_data_check_names_each_planted_problem(release):
@@ -382,6 +390,13 @@ def test_realiad_views_keep_samples_together(tmp_path):
     assert top.text("AK") == "pit"  # the release's type codes, in words for text-conditioned methods
     two = open_category(_config(tmp_path, views=["C1", "C3"]), "audiojack")
     assert [e.image_path.parent.name for e in two.synthesis["AK"]] == ["S0011", "S0011"]
+
+
+def test_realiad_paths_relative_to_the_category_folder(tmp_path):
+    spec = build_realiad(tmp_path, anomalib_form=True)
+    data = open_category(_config(tmp_path), "audiojack")
+    assert {t: len(data.synthesis[t]) + len(data.eval_anomalies[t]) for t in data.anomaly_types} == \
+        spec["types"]["audiojack"]
 
 
 def test_mtd_normal_split_is_deterministic_and_a_fifth(tmp_path):

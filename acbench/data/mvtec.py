@@ -7,8 +7,8 @@
 
 The module-level functions (`load_category`, `resolve_categories`, `scan_category`, `check_dataset`)
 are the harness's entry points. Given the root that `acbench.data.dataset_root` returns for a protocol,
-they hand the work to that protocol's layout reader (VisA, BTAD, …); given a plain folder they read the
-MVTec layout.
+they hand the work to that protocol's layout reader (VisA, BTAD, …); given a plain folder, to the
+reader of the layout recognised in it (`acbench.data.detect`), the MVTec one when none is.
 """
 
 from __future__ import annotations
@@ -75,8 +75,19 @@ class MVTecLayout(Layout):
 
 
 def _layout(root: Path) -> Layout:
-    """The reader attached to a protocol's dataset root, else the MVTec reader."""
-    return getattr(root, "layout", None) or MVTecLayout(root)
+    """The reader attached to a protocol's dataset root; for a plain folder, the layout recognised in it
+    (with default options), else the MVTec reader, whose errors then say what it expected."""
+    attached = getattr(root, "layout", None)
+    if attached is not None:
+        return attached
+    from acbench.data.detect import DETECTION_ORDER
+
+    root = Path(root)
+    if root.is_dir():
+        for layout in DETECTION_ORDER:
+            if layout.recognise(root):
+                return layout(root)
+    return MVTecLayout(root)
 
 
 def list_categories(root: Path) -> list[str]:
@@ -103,10 +114,12 @@ def resolve_categories(root: Path, wanted: str | list[str]) -> list[str]:
     return _layout(root).resolve(wanted)
 
 
-def load_category(root: Path, category: str, split, dataset: str = "mvtec",
+def load_category(root: Path, category: str, split, dataset: str | None = None,
                   image_size: int | None = None, type_texts: dict[str, str] | None = None) -> CategoryData:
-    """Read a category and apply the literature split (see `acbench.data.split`)."""
+    """Read a category and apply the literature split (see `acbench.data.split`).
+
+    `dataset` names the data in results (default, or `auto`: the kind of layout read)."""
     layout = _layout(root)
-    if dataset == "auto":  # the protocol said auto: record the layout it resolved to
+    if dataset in (None, "auto"):
         dataset = layout.kind
     return layout.load(category, split, image_size=image_size, type_texts=type_texts, dataset=dataset)

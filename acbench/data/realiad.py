@@ -7,8 +7,9 @@
 
 The split comes from the JSON file (`dataset.split_file`, default the multi-view UIAD lists): `train`
 normals train, `test` normals are held out, and every `test` anomaly joins its type's pool for the
-literature split (anomalies listed under `train`, as in the noisy FUIAD lists, are left out). Paths in
-the JSON are taken relative to the resolution folder's category folder, or to the resolution folder.
+literature split (anomalies listed under `train`, as in the noisy FUIAD lists, are left out). An
+anomaly's type is the `NG/<type>` folder of its path (else its `anomaly_class`). Paths in the JSON are
+taken relative to the resolution folder, or to its category folder (as anomalib joins them).
 
 Each sample is photographed from 5 views (C1 top, C2–C5 oblique); `dataset.views: [C1]` keeps some.
 The split keeps all views of one sample on the same side (they would leak otherwise): per type, the
@@ -33,6 +34,14 @@ RESOLUTIONS = ("256", "512", "1024", "raw")
 SPLIT_FILE = "realiad_jsons/realiad_jsons/{category}.json"
 NORMAL = "OK"
 VIEW = re.compile(r"_(C[1-5])_")
+
+
+def _type_of(entry: dict) -> str:
+    """The defect type: the folder under NG/ (…/NG/<type>/<sample>/<file>), else the entry's anomaly_class."""
+    parts = Path(entry["image_path"]).parts
+    if "NG" in parts[:-2]:
+        return parts[parts.index("NG") + 1]
+    return str(entry["anomaly_class"])
 
 
 class RealIADLayout(Layout):
@@ -112,7 +121,7 @@ class RealIADLayout(Layout):
                     mask_rel = entry.get("mask_path")
                     expected = (self._resolve(category, mask_rel) if mask_rel
                                 else image.with_name(f"{image.stem}_mask.png"))
-                    anomalies.setdefault(str(entry["anomaly_class"]), []).append(
+                    anomalies.setdefault(_type_of(entry), []).append(
                         Found(image, expected if expected.is_file() else None, expected, image.parent.name))
         listing.normal_train.sort(key=natural_key)
         listing.test_good.sort(key=natural_key)
