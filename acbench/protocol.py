@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from acbench import registry
 from acbench.errors import UserError
@@ -72,6 +80,16 @@ class DatasetConfig(Strict):
     @classmethod
     def _resolution_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
+
+    @model_serializer(mode="wrap")
+    def _without_unset_layout_options(self, handler: Any) -> dict[str, Any]:
+        """Unset layout options are left out, so the job hashes of studies written before they existed
+        (and of every dataset they do not apply to) stay the same: those runs resume, not restart."""
+        data = handler(self)
+        for option in LAYOUT_OPTIONS:
+            if data.get(option) is None:
+                data.pop(option, None)
+        return data
 
     @model_validator(mode="after")
     def _root_needed(self) -> DatasetConfig:

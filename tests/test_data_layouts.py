@@ -331,6 +331,13 @@ def test_wrong_kind_for_the_folder_is_one_line(tmp_path, monkeypatch, capsys):
     assert run_cli(monkeypatch, "data", "check", tmp_path, "--kind", "realiad") == 2
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "set 'dataset.kind: btad'" in out
+    from engine_helpers import write_protocol
+
+    protocol = write_protocol(tmp_path, dataset={"kind": "visa", "root": str(tmp_path), "categories": ["01"]})
+    assert run_cli(monkeypatch, "run", protocol, "--out", tmp_path / "run", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "no category in the VisA" in err and "set 'dataset.kind: btad'" in err
+    assert not (tmp_path / "run" / "artifacts").exists()  # refused before any job
 
 
 @pytest.mark.parametrize("kind", ["visa", "realiad"])
@@ -445,3 +452,10 @@ def test_a_study_runs_on_the_raw_visa_release(tmp_path, monkeypatch):
     table = results(tmp_path / "run")
     assert {"melt", "scratch"} <= set(table["anomaly_type"])
     assert set(table["category"]) == {"pcb1"}
+
+
+def test_unset_layout_options_leave_the_job_hashes_alone():
+    """Studies planned before the layout options existed keep their job hashes (and so resume)."""
+    dumped = DatasetConfig(kind="mvtec", root="/m").model_dump(mode="json")
+    assert set(dumped) == {"kind", "root", "categories", "split", "image_size", "type_texts", "demo_seed"}
+    assert DatasetConfig(root="/m", views=["C2"]).model_dump(mode="json")["views"] == ["C2"]
