@@ -459,3 +459,13 @@ def test_unset_layout_options_leave_the_job_hashes_alone():
     dumped = DatasetConfig(kind="mvtec", root="/m").model_dump(mode="json")
     assert set(dumped) == {"kind", "root", "categories", "split", "image_size", "type_texts", "demo_seed"}
     assert DatasetConfig(root="/m", views=["C2"]).model_dump(mode="json")["views"] == ["C2"]
+
+
+def test_data_check_flags_masks_read_as_empty(tmp_path):
+    """A 0/1 mask where 0/255 is expected would reach detectors and metrics as an empty mask."""
+    build_btad(tmp_path)
+    zero_one = tmp_path / "02" / "ground_truth" / "ko" / "0003.png"
+    _mask(zero_one, value=1)
+    _, problems = check_layout(tmp_path, "btad")
+    assert problems == [f"{zero_one}: mask is empty as read (largest value 1, anomalous pixels need >= 128); "
+                        f"save defect pixels as 255"]

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+from PIL import Image
+
 from acbench.data.category import CategoryData, DefectExample
 from acbench.data.io import image_size, is_image
 from acbench.data.split import split_examples
@@ -81,8 +84,15 @@ class RawCategory:
     defects: dict[str, list[DefectExample]]
 
 
-def pair_problems(image: Path, mask: Path | None) -> list[str]:
-    """An unreadable image or mask, or a mask whose size differs from its image (headers only)."""
+def mask_values_max(path: Path) -> int:
+    """The largest stored value of a mask (palette masks: the largest index, i.e. class id)."""
+    with Image.open(path) as img:
+        return int(np.asarray(img).max(initial=0))
+
+
+def pair_problems(image: Path, mask: Path | None, mask_floor: int = 128) -> list[str]:
+    """An unreadable image or mask, a mask whose size differs from its image, or a mask with no value
+    >= `mask_floor` (read as empty: a 0/1 mask, say, where 0/255 is expected)."""
     try:
         size = image_size(image)
     except UserError as exc:
@@ -95,11 +105,18 @@ def pair_problems(image: Path, mask: Path | None) -> list[str]:
         return [str(exc)]
     if msize != size:
         return [f"{mask}: mask size {msize[0]}x{msize[1]} differs from image size {size[0]}x{size[1]}"]
+    try:
+        top = mask_values_max(mask)
+    except (OSError, ValueError) as exc:
+        return [f"{mask}: unreadable or corrupt image ({exc.__class__.__name__}); replace the file"]
+    if top < mask_floor:
+        return [f"{mask}: mask is empty as read (largest value {top}, anomalous pixels need >= {mask_floor}); "
+                f"save defect pixels as 255"]
     return []
 
 
-def listing_problems(listing: Listing, where: Path, deep: bool = True) -> list[str]:
-    """Every problem of a listed category, one line each; `deep` also opens each image header."""
+def listing_problems(listing: Listing, where: Path, deep: bool = True, mask_floor: int = 128) -> list[str]:
+    """Every problem of a listed category, one line each; `deep` also opens each image header and mask."""
     problems = list(listing.problems)
     if not listing.normal_train:
         problems.append(f"{where}: no {listing.normal_train_source}")
@@ -107,7 +124,7 @@ def listing_problems(listing: Listing, where: Path, deep: bool = True) -> list[s
         if found.mask is None:
             problems.append(f"{found.image}: defect image without mask (expected {found.expected_mask})")
         elif deep:
-            problems += pair_problems(found.image, found.mask)
+            problems += pair_problems(found.image, found.mask, mask_floor)
     if deep:
         for img in listing.normal_train + listing.test_good:
             problems += pair_problems(img, None)
@@ -120,6 +137,7 @@ class Layout:
     kind: ClassVar[str]
     title: ClassVar[str]  # how the layout is named in messages: "VisA (raw release)"
     type_texts: ClassVar[dict[str, str]] = {}  # default words for defect type names the layout uses
+    mask_floor: ClassVar[int] = 128  # smallest mask value read as anomalous (VisA's class ids: 1)
 
     def __init__(self, root: Path, options: Any = None):
         self.root = Path(root)
@@ -166,7 +184,7 @@ class Layout:
         return list(wanted)
 
     def problems(self, category: str, deep: bool = True) -> list[str]:
-        return listing_problems(self.list(category), self.category_dir(category), deep)
+        return listing_problems(self.list(category), self.category_dir(category), deep, self.mask_floor)
 
     def check(self) -> list[str]:
         """All problems of the dataset folder, one line each."""

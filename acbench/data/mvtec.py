@@ -23,7 +23,6 @@ from acbench.data.layout import (
     RawCategory,
     find_mask,
     list_images,
-    listing_problems,
     natural_key,
     pair_problems,
 )
@@ -102,7 +101,7 @@ def scan_category(root: Path, category: str) -> RawCategory:
 def category_problems(root: Path, category: str, deep: bool = True) -> list[str]:
     """Every layout problem of one category, one line each. `deep` also opens each image."""
     layout = _layout(root)
-    return listing_problems(layout.list(category), layout.category_dir(category), deep)
+    return layout.problems(category, deep)
 
 
 def check_dataset(root: Path) -> list[str]:

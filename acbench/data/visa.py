@@ -74,10 +74,16 @@ def binary_mask(mask: Path) -> Path:
 class VisALayout(Layout):
     kind = "visa"
     title = "VisA (<category>/Data/Images, split_csv/1cls.csv)"
+    mask_floor = 1  # class ids
 
     @classmethod
     def recognise(cls, root: Path) -> bool:
         return root.is_dir() and any((p / "Data" / "Images").is_dir() for p in root.iterdir())
+
+    def problems(self, category: str, deep: bool = True) -> list[str]:
+        if self.exported is not None:
+            return self.exported.problems(category, deep)
+        return super().problems(category, deep)
 
     @cached_property
     def exported(self) -> MVTecLayout | None:
