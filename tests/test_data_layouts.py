@@ -466,6 +466,8 @@ def test_data_check_flags_masks_read_as_empty(tmp_path):
     build_btad(tmp_path)
     zero_one = tmp_path / "02" / "ground_truth" / "ko" / "0003.png"
     _mask(zero_one, value=1)
+    one_bit = tmp_path / "02" / "ground_truth" / "ko" / "0002.png"
+    Image.open(one_bit).convert("1").save(one_bit)  # 1-bit masks read as 0/255: fine
     _, problems = check_layout(tmp_path, "btad")
     assert problems == [f"{zero_one}: mask is empty as read (largest value 1, anomalous pixels need >= 128); "
                         f"save defect pixels as 255"]

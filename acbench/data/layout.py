@@ -84,10 +84,11 @@ class RawCategory:
     defects: dict[str, list[DefectExample]]
 
 
-def mask_values_max(path: Path) -> int:
-    """The largest stored value of a mask (palette masks: the largest index, i.e. class id)."""
+def mask_values_max(path: Path, class_ids: bool = False) -> int:
+    """The largest mask value as the reader sees it: grey level (as `load_mask` reads it, 1-bit and
+    palette masks included), or with `class_ids` the stored value itself (VisA's ids, palette indices)."""
     with Image.open(path) as img:
-        return int(np.asarray(img).max(initial=0))
+        return int(np.asarray(img if class_ids else img.convert("L")).max(initial=0))
 
 
 def pair_problems(image: Path, mask: Path | None, mask_floor: int = 128) -> list[str]:
@@ -106,7 +107,7 @@ def pair_problems(image: Path, mask: Path | None, mask_floor: int = 128) -> list
     if msize != size:
         return [f"{mask}: mask size {msize[0]}x{msize[1]} differs from image size {size[0]}x{size[1]}"]
     try:
-        top = mask_values_max(mask)
+        top = mask_values_max(mask, class_ids=mask_floor < 128)
     except (OSError, ValueError) as exc:
         return [f"{mask}: unreadable or corrupt image ({exc.__class__.__name__}); replace the file"]
     if top < mask_floor:
