@@ -278,15 +278,30 @@ def data_demo(
 
 
 @data_app.command("check")
-def data_check(root: Annotated[Path, typer.Argument(help="dataset root in MVTec AD layout")]) -> None:
-    """Validate a dataset folder; one line per problem."""
-    from acbench.data import check_dataset
+def data_check(
+    root: Annotated[Path, typer.Argument(help="dataset folder as downloaded")],
+    kind: Annotated[str, typer.Option(help="layout: auto, mvtec, visa, mpdd, btad, mtd, mvtec3d, realiad, "
+                                           "mvtec_ad2")] = "auto",
+    types: Annotated[str | None, typer.Option(help="VisA defect types: annotated or single")] = None,
+    views: Annotated[str | None, typer.Option(help="Real-IAD views, comma-separated, e.g. C1,C2")] = None,
+    resolution: Annotated[str | None, typer.Option(help="Real-IAD image folder: 256, 512, 1024 or raw")] = None,
+    split_file: Annotated[str | None, typer.Option(help="split file under ROOT (VisA, Real-IAD)")] = None,
+) -> None:
+    """Validate a dataset folder in its released layout; one line per problem."""
+    from acbench.data import check_layout
+    from acbench.protocol import parse_dataset
 
-    problems = check_dataset(root)
-    for problem in problems:
+    options = parse_dataset({"kind": kind, "root": str(root), "types": types, "resolution": resolution,
+                             "split_file": split_file,
+                             "views": [v.strip() for v in views.split(",") if v.strip()] if views else None},
+                            source="data check")
+    read_as, problems = check_layout(root, options.kind, options)
+    if kind == "auto":
+        console.print(f"{root}: recognised the {read_as} layout", highlight=False, soft_wrap=True)
+    for problem in dict.fromkeys(problems):  # a missing split file is reported once, not per category
         console.print(problem, highlight=False, soft_wrap=True)
     if problems:
-        err.print(f"{len(problems)} problem(s) in {root}")
+        err.print(f"{len(set(problems))} problem(s) in {root}")
         raise typer.Exit(2)
     console.print(f"{root}: OK")
 

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from acbench import registry
 from acbench.errors import UserError
@@ -36,24 +44,60 @@ class SplitConfig(Strict):
     )
 
 
+DatasetKind = Literal["auto", "mvtec", "visa", "mpdd", "btad", "mtd", "mvtec3d", "realiad", "mvtec_ad2", "folder",
+                      "demo"]
+# Layout options and the kinds they apply to (`auto` accepts them all: the recognised layout decides).
+LAYOUT_OPTIONS = {"types": ("visa",), "views": ("realiad",), "resolution": ("realiad",),
+                  "split_file": ("visa", "realiad")}
+
+
 class DatasetConfig(Strict):
-    kind: Literal["mvtec", "visa", "folder", "demo"] = "mvtec"
+    """Which dataset, read in its released layout (`acbench.data`), and how its anomalies are split."""
+
+    kind: DatasetKind = Field("auto", description="layout reader; auto recognises it from the root folder")
     root: Path | None = None
     categories: Literal["all"] | list[str] = "all"
     split: SplitConfig = SplitConfig()
     image_size: int | None = Field(None, ge=16, description="resize every image to this square size")
     type_texts: dict[str, str] = Field(default_factory=dict, description="defect folder name -> text")
     demo_seed: int = 0
+    types: Literal["annotated", "single"] | None = Field(
+        None, description="VisA: one type per annotated defect name (annotated, default) or one type (single)")
+    views: list[Literal["C1", "C2", "C3", "C4", "C5"]] | None = Field(
+        None, min_length=1, description="Real-IAD: camera views to read (default all five)")
+    resolution: Literal["256", "512", "1024", "raw"] | None = Field(
+        None, description="Real-IAD: image folder realiad_<resolution> (default the smallest present)")
+    split_file: str | None = Field(
+        None, description="split file under root (VisA: split_csv/1cls.csv, Real-IAD: "
+                          "realiad_jsons/realiad_jsons/{category}.json)")
 
     @field_validator("root", mode="before")
     @classmethod
     def _expand_env(cls, value: Any) -> Any:
         return None if value is None else expand_env(str(value))
 
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @model_serializer(mode="wrap")
+    def _without_unset_layout_options(self, handler: Any) -> dict[str, Any]:
+        """Unset layout options are left out, so the job hashes of studies written before they existed
+        (and of every dataset they do not apply to) stay the same: those runs resume, not restart."""
+        data = handler(self)
+        for option in LAYOUT_OPTIONS:
+            if data.get(option) is None:
+                data.pop(option, None)
+        return data
+
     @model_validator(mode="after")
     def _root_needed(self) -> DatasetConfig:
         if self.kind != "demo" and self.root is None:
             raise ValueError(f"dataset kind '{self.kind}' needs a 'root' folder")
+        for option, kinds in LAYOUT_OPTIONS.items():
+            if getattr(self, option) is not None and self.kind not in (*kinds, "auto"):
+                raise ValueError(f"'{option}' applies to kind {' or '.join(kinds)}, not '{self.kind}': remove it")
         return self
 
 
@@ -200,6 +244,14 @@ def parse_protocol(raw: dict[str, Any], source: str = "<protocol>") -> Protocol:
         raise _first_error(exc, source) from None
     validate_plugins(protocol, source)
     return protocol
+
+
+def parse_dataset(raw: dict[str, Any], source: str = "<dataset>") -> DatasetConfig:
+    """A `dataset` section on its own (the `data check` options), errors naming the field."""
+    try:
+        return DatasetConfig.model_validate({k: v for k, v in raw.items() if v is not None})
+    except ValidationError as exc:
+        raise _first_error(exc, source, ("dataset",)) from None
 
 
 def validate_plugins(protocol: Protocol, source: str) -> None:

@@ -16,7 +16,12 @@ from acbench import registry
 from acbench.protocol import Protocol, parse_protocol
 
 PROTOCOLS = sorted((Path(__file__).resolve().parents[1] / "protocols").glob("*.yaml"))
-ENV_ROOTS = ("MVTEC_ROOT", "VISA_ROOT", "DTD_ROOT", "REALNET_SDAS_MVTEC", "REALNET_SDAS_VISA")
+ENV_ROOTS = ("MVTEC_ROOT", "VISA_ROOT", "MPDD_ROOT", "BTAD_ROOT", "MTD_ROOT", "MVTEC3D_ROOT", "REALIAD_ROOT",
+             "MVTEC_AD2_ROOT", "DTD_ROOT", "REALNET_SDAS_MVTEC", "REALNET_SDAS_VISA")
+# protocol -> (dataset.kind, number of categories) of each dataset's full study
+DATASET_STUDIES = {"mvtec_full": ("mvtec", 15), "visa_full": ("visa", 12), "mpdd_full": ("mpdd", 6),
+                   "btad_full": ("btad", 3), "mtd_full": ("mtd", 1), "mvtec3d_full": ("mvtec3d", 10),
+                   "realiad_full": ("realiad", 30), "mvtec_ad2_full": ("mvtec_ad2", 8)}
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +37,23 @@ def _raw(path: Path) -> dict:
 def test_the_study_protocols_exist():
     names = {p.stem for p in PROTOCOLS}
     assert {"demo", "mvtec_full", "mvtec_ablation", "visa_full", "quick_gpu"} <= names
+    assert set(DATASET_STUDIES) <= names
+
+
+@pytest.mark.parametrize("name", sorted(DATASET_STUDIES))
+def test_dataset_studies_name_their_release(name):
+    """Each dataset's study reads it as released: its kind, every category, and a header saying where to get
+    it, under which licence, and which folder to point at."""
+    path = PROTOCOLS[0].parent / f"{name}.yaml"
+    kind, n_categories = DATASET_STUDIES[name]
+    protocol = Protocol.model_validate(_raw(path))
+    assert protocol.dataset.kind == kind and len(protocol.dataset.categories) == n_categories
+    assert len(set(protocol.dataset.categories)) == n_categories
+    if name == "mvtec_full":  # the reference layout; its header documents the study itself
+        return
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    for words in ("Download: http", "Licence: ", "Expected folder (export ", f"--kind {kind}"):
+        assert words in header, f"{path.name}: header lacks '{words}'"
 
 
 @pytest.mark.parametrize("path", PROTOCOLS, ids=lambda p: p.stem)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from acbench.data import dataset_root
-from acbench.data.mvtec import category_problems
+from acbench.data import open_layout
 from acbench.engine.requirements import require_weights
 from acbench.errors import UserError
 from acbench.protocol import Protocol
 
 
 def check_data(protocol: Protocol, categories: list[str]) -> None:
-    """Layout of every category: masks present, mask sizes equal image sizes, image headers readable."""
-    root = dataset_root(protocol.dataset)
+    """Layout of every category, read by the protocol's reader (`dataset.kind`): split files present,
+    masks present, mask sizes equal image sizes, image headers readable."""
+    layout = open_layout(protocol.dataset)
     for category in categories:
-        problems = category_problems(root, category, deep=True)
+        problems = layout.problems(category, deep=True)
         if problems:
-            more = f" (and {len(problems) - 1} more: run 'acbench data check {root}')" if len(problems) > 1 else ""
+            more = (f" (and {len(problems) - 1} more: run 'acbench data check {layout.root} --kind {layout.kind}')"
+                    if len(problems) > 1 else "")
             raise UserError(problems[0] + more)
 
 
