@@ -215,3 +215,21 @@ def test_missing_weights_are_user_errors(tmp_path, no_network):
     Image.new("RGB", (4, 4)).save(tmp_path / "empty" / "x.png")
     with pytest.raises(UserError, match="not a complete SDXL-inpainting folder"):
         registry.load("methods", "sd-inpaint")({"preset": "diag", "weights_path": str(tmp_path / "empty")}).painter()
+
+
+def test_the_full_size_sdxl_architecture_has_the_published_sizes():
+    """The random `sdxl-arch` (speed benchmarks, `pretrained-or-random`) is SDXL-inpainting's shape."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from acbench_methods.sdinpaint.sdxl import SDXL_TEXT_2, SDXL_UNET, SDXL_VAE
+
+    with torch.device("meta"):  # shapes only, no memory
+        unet = UNet2DConditionModel(**SDXL_UNET)
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2))
+        vae = AutoencoderKL(**SDXL_VAE)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # SDXL base UNet 2,567,463,684 + 5 extra input channels x 320 x 3 x 3 for the inpainting UNet
+    assert count(unet) == 2_567_463_684 + 5 * 320 * 9
+    assert count(text_2) == 694_659_840 and count(vae) == 83_653_863

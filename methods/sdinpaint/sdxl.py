@@ -157,6 +157,6 @@ def build_sdxl_inpaint(
             return load_sdxl_inpaint(resolution.path, dtype), False, str(resolution.path)
         model = "sdxl-arch"
     pipe = random_sdxl_inpaint(model, seed)
-    if dtype is not None:
+    if dtype is not None and dtype != pipe.unet.dtype:
         pipe.to(dtype=dtype)
     return pipe, True, f"random:{model}"
