@@ -165,3 +165,14 @@ def test_import_names_the_method_in_the_index(tmp_path):
     synthetic = SyntheticSet(tmp_path / "out" / "hazelnut")
     assert {r.method for r in synthetic.records} == {"released/dfmgan"}
     assert synthetic.anomaly_types == ["crack", "hole"]
+
+
+def test_preflight_check_names_a_folder_of_another_layout(tmp_path):
+    write_dfmgan(tmp_path / "d")
+    write_seas(tmp_path / "s")
+    released(tmp_path / "d", "dfmgan").check()
+    released(tmp_path / "s", "seas").check()
+    with pytest.raises(UserError, match=r"options.path: .*no <category>/<type> folders of the 'seas' layout"):
+        released(tmp_path / "d", "seas").check()
+    with pytest.raises(UserError, match="'dfmgan' layout"):
+        released(tmp_path / "s", "dfmgan").check()

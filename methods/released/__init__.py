@@ -80,6 +80,10 @@ class Released(Synthesizer):
     def check(self) -> None:
         require_folder(self.options.path, "method released: options.path",
                        "point it at the unpacked folder of released pairs")
+        layout, path = self.options.layout, Path(self.options.path).expanduser()
+        if layout in NAMED_LAYOUTS and not any(list_types(path, layout, c) for c in list_categories(path, layout)):
+            raise UserError(f"method released: options.path: {path} holds no <category>/<type> folders of the "
+                            f"'{layout}' layout; check options.layout (see `acbench_methods.released.layouts`)")
 
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
         o = self.options
