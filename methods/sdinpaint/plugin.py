@@ -222,8 +222,7 @@ class SDInpaint(Synthesizer):
         return self._painter
 
     def provenance(self) -> dict[str, Any]:
-        random = self._painter.random_weights if self._painter else (
-            self.policy == "random")
+        random = self._painter.random_weights if self._painter else self.policy == "random"
         facts: dict[str, Any] = {"random_weights": random, "preset": self.options.preset,
                                  "settings": dataclasses.asdict(self.preset),
                                  "prompt_template": self.options.prompt_template}
