@@ -310,7 +310,7 @@ def data_check(
 def import_(
     source: Annotated[Path, typer.Argument(help="folder of released pairs, e.g. generated_dataset")],
     out: Annotated[Path, typer.Argument(help="output folder: one SyntheticSet per category")],
-    layout: Annotated[str, typer.Option(help="folder layout: anomalydiffusion or synthetic-set")] = "anomalydiffusion",
+    layout: Annotated[str, typer.Option(help="anomalydiffusion, seas, dfmgan or synthetic-set")] = "anomalydiffusion",
     category: Annotated[list[str] | None, typer.Option(help="only these categories (repeatable)")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip bad pairs with a warning instead of failing")] = False,
 ) -> None:

@@ -163,10 +163,7 @@ class Protocol(Strict):
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Protocol:
-        labels = [m.label for m in self.methods]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
-        if dupes:
-            raise ValueError(f"method labels must be unique, '{dupes[0]}' repeats: give each a 'variant'")
+        # Method labels are checked in `validate_plugins`, once plugins have set their default variants.
         labels = [d.label for d in self.detectors]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
@@ -259,6 +256,13 @@ def validate_plugins(protocol: Protocol, source: str) -> None:
     for i, method in enumerate(protocol.methods):
         cls = _load_plugin("methods", method.name, source, ("methods", i, "name"))
         method.options = _validated_options(cls, method.options, source, ("methods", i, "options"))
+        if method.variant is None and hasattr(cls, "default_variant"):
+            method.variant = cls.default_variant(method.options)
+    labels = [m.label for m in protocol.methods]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise UserError(f"{source}: methods[{i}]: method labels must be unique, '{label}' repeats: "
+                            "give each a 'variant'")
     for i, det in enumerate(protocol.detectors):
         cls = _load_plugin("detectors", det.name, source, ("detectors", i, "name"))
         det.options = _validated_options(cls, det.options, source, ("detectors", i, "options"))

@@ -96,6 +96,15 @@ class Synthesizer(ABC):
         self.options = options if isinstance(options, BaseModel) else self.Options.model_validate(options or {})
         self.weights_policy = weights
 
+    @classmethod
+    def default_variant(cls, options: dict[str, Any]) -> str | None:
+        """The protocol `variant` (the `name/variant` label of every table) when the protocol gives none.
+
+        A plugin whose options select what is really a different method (e.g. which method's released
+        outputs are read) names it here; `options` are the validated options as a dict.
+        """
+        return None
+
     def required_weights(self) -> list[WeightRequirement]:
         return []
 

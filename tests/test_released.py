@@ -122,7 +122,7 @@ def test_missing_type_or_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no pairs of type 'scratch'"):
         list(released(tmp_path).generate(category(), GenerationRequest("scratch", 2, seed=0)))
     protocol = {"name": "t", "dataset": {"kind": "demo"},
-                "methods": [{"name": "released", "options": {"path": str(tmp_path), "layout": "dfmgan"}}]}
+                "methods": [{"name": "released", "options": {"path": str(tmp_path), "layout": "stylegan"}}]}
     with pytest.raises(UserError, match=r"methods\[0\]\.options\.layout: Input should be 'anomalydiffusion'"):
         parse_protocol(protocol)
     with pytest.raises(UserError, match="path .*missing does not exist"):

@@ -39,6 +39,11 @@ FIGURES: dict[str, Figure] = {
     "generate:anomalydiffusion:ldm": Figure(3.0, 8.0, per_image=True),
     "generate:anomalydiffusion:sd15": Figure(2.5, 8.0, per_image=True),
     "generate:anomalydiffusion:tiny": Figure(0.05, 0.3, per_image=True),
+    # training-free inpainting: SD-1.5 at 512 px, 50 steps, batched; SDXL at 1024 px, 30 steps, one per call
+    "generate:sd-inpaint:sd15": Figure(2.0, 8.0, per_image=True),
+    "generate:sd-inpaint:diag": Figure(6.0, 14.0, per_image=True),
+    "generate:sd-inpaint:tiny": Figure(0.05, 0.3, per_image=True),
+    "generate:sd-inpaint:tiny-diag": Figure(0.05, 0.3, per_image=True),
     "fit": Figure(0, 0.0, gpu=False),  # training-free methods
     "generate": Figure(0.02, 0.0, per_image=True, gpu=False),  # classic methods: CPU image ops
     "detect:patchcore:paper": Figure(600, 6.0),

@@ -14,10 +14,11 @@ The API is deliberately small:
 - `sample_inpaint(...)`: seeded, batched sampling; one generator per image, so an image does not
   depend on which batch it was in.
 - `composite(...)`: put the generated pixels back onto the original outside the mask.
+- `resize_rgb(...)`, `resize_mask(...)`: to and from the sampling resolution.
 """
 
 from acbench_methods.diffusion.components import InpaintComponents, InpaintPipeline, build_inpaint_components
-from acbench_methods.diffusion.inpaint import composite, inpaint_latents, sample_inpaint
+from acbench_methods.diffusion.inpaint import composite, inpaint_latents, resize_mask, resize_rgb, sample_inpaint
 
 __all__ = [
     "InpaintComponents",
@@ -25,5 +26,7 @@ __all__ = [
     "build_inpaint_components",
     "composite",
     "inpaint_latents",
+    "resize_mask",
+    "resize_rgb",
     "sample_inpaint",
 ]

@@ -43,14 +43,37 @@ def sample_inpaint(
     strength: float = 0.7,
     guidance: float = 7.0,
     negative_prompt: str | None = None,
+    padding_mask_crop: int | None = None,
     **pipe_kwargs: Any,
 ) -> list[np.ndarray]:
     """Inpaint a batch in one pipeline call; returns uint8 HxWx3 images at the input size.
 
     One CPU generator per image (seeded with its own seed) draws that image's noise, so an image is
-    the same whether it is generated alone or in a batch, and on any device.
+    the same whether it is generated alone or in a batch, and on any device. `padding_mask_crop`
+    (diffusers' option: paint a crop around the mask, padded by that many pixels, at full resolution)
+    works on one image per call in diffusers, so the batch is then painted image by image.
     """
     size = images[0].shape[0]
+    if padding_mask_crop:
+        out = []
+        for image, mask, prompt, seed in zip(images, masks, prompts, seeds):
+            painted = pipe(
+                prompt=prompt,
+                image=Image.fromarray(image),
+                mask_image=Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255),
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                strength=strength,
+                guidance_scale=guidance,
+                negative_prompt=negative_prompt,
+                generator=torch.Generator("cpu").manual_seed(int(seed)),
+                padding_mask_crop=padding_mask_crop,
+                output_type="pil",
+                **pipe_kwargs,
+            ).images[0]
+            out.append(np.asarray(painted.convert("RGB").resize((image.shape[1], image.shape[0]), Image.BICUBIC)))
+        return out
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     negative = None if negative_prompt is None else [negative_prompt] * len(images)
     out = pipe(
@@ -92,3 +115,19 @@ def composite(
     alpha = soft[..., None]
     out = generated.astype(np.float32) * alpha + original.astype(np.float32) * (1 - alpha)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def resize_rgb(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of a uint8 HxWx3 image to `size` (square side, or (height, width))."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC))
+
+
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a bool HxW mask."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if mask.shape == (h, w):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) >= 128

@@ -1,6 +1,9 @@
 """`released`: benchmark the published image+mask pairs of a method, without training anything.
 
-Protocol: `{name: released, options: {path: DIR, layout: anomalydiffusion}}`. Every pair of a requested
+Protocol: `{name: released, options: {path: DIR, layout: anomalydiffusion}}`. The layouts `seas` and
+`dfmgan` read the outputs of SeaS and DFMGAN (methods not re-trained here); their rows in every table
+carry the method's name (label `released/seas`, `released/dfmgan`) unless the protocol sets a `variant`
+itself. Every pair of a requested
 (category, type) is validated (both files present and readable, same size, mask non-empty); bad pairs
 are named in one UserError (`on_bad: error`, default) or skipped with a warning (`on_bad: skip`). The
 first `count` valid pairs in numeric order are used; when a folder holds fewer, all of them are, and
@@ -25,13 +28,15 @@ from acbench_methods.released.layouts import LoadedPair, list_categories, list_p
 
 log = logging.getLogger(__name__)
 
+#: Layouts that hold one other method's outputs: the method row is named after it.
+NAMED_LAYOUTS = ("seas", "dfmgan")
 MAX_NAMED = 5  # bad pairs named in the error line; the count says how many more
 
 
 class ReleasedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: Path = Field(description="folder of released pairs")
-    layout: Literal["anomalydiffusion", "synthetic-set"] = "anomalydiffusion"
+    layout: Literal["anomalydiffusion", "seas", "dfmgan", "synthetic-set"] = "anomalydiffusion"
     on_bad: Literal["error", "skip"] = Field("error", description="a bad pair stops the run, or is skipped")
 
 
@@ -66,9 +71,19 @@ class Released(Synthesizer):
         super().__init__(options, weights)
         self.shortfall: dict[str, int] = {}
 
+    @classmethod
+    def default_variant(cls, options: dict) -> str | None:
+        """The outputs of another method are labelled with that method's name (`released/seas`)."""
+        layout = options.get("layout")
+        return layout if layout in NAMED_LAYOUTS else None
+
     def check(self) -> None:
         require_folder(self.options.path, "method released: options.path",
                        "point it at the unpacked folder of released pairs")
+        layout, path = self.options.layout, Path(self.options.path).expanduser()
+        if layout in NAMED_LAYOUTS and not any(list_types(path, layout, c) for c in list_categories(path, layout)):
+            raise UserError(f"method released: options.path: {path} holds no <category>/<type> folders of the "
+                            f"'{layout}' layout; check options.layout (see `acbench_methods.released.layouts`)")
 
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
         o = self.options
@@ -86,8 +101,14 @@ class Released(Synthesizer):
 
 
 def import_released(path: Path, out: Path, layout: str = "anomalydiffusion", categories: list[str] | None = None,
-                    on_bad: str = "error", method: str = "released") -> dict[str, int]:
-    """Convert a folder of released pairs once into SyntheticSets `<out>/<category>/`; pairs per category."""
+                    on_bad: str = "error", method: str | None = None) -> dict[str, int]:
+    """Convert a folder of released pairs once into SyntheticSets `<out>/<category>/`; pairs per category.
+
+    `method` fills the index's method column: by default `released`, or `released/<layout>` for the
+    layouts of a named method (seas, dfmgan).
+    """
+    if method is None:
+        method = f"released/{layout}" if layout in NAMED_LAYOUTS else "released"
     available = list_categories(path, layout)
     chosen = categories or available
     for category in chosen:
@@ -97,7 +118,8 @@ def import_released(path: Path, out: Path, layout: str = "anomalydiffusion", cat
     for category in chosen:
         types = list_types(path, layout, category)
         if not types:
-            raise UserError(f"released: no <type>/image folders under {path}/{category}; check the layout")
+            raise UserError(f"released: no defect-type folders of the '{layout}' layout under {path}/{category}; "
+                            "check options.layout (see `acbench_methods.released.layouts`)")
         samples = (Sample(p.image, p.mask, atype)
                    for atype in types for p in valid_pairs(path, layout, category, atype, None, on_bad))
         written[category] = write_synthetic_set(out / category, samples, category, method, seed=0)
