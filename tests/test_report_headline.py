@@ -24,7 +24,7 @@ def _rows():
                         "weights": "pretrained"}
                 rows.append({**base, "stage": "detect", "detector": "unet-localization", "metric": "pixel_ap",
                              "scope": "pixel", "value": ap + shift + jitter})
-                rows.append({**base, "stage": "quality", "detector": "", "metric": "ic_lpips_ad", "scope": "",
+                rows.append({**base, "stage": "quality", "detector": "", "metric": "ic_lpips_ad", "scope": "quality",
                              "value": lp + jitter})
     for cat in ("bottle", "cable", "grid"):  # the no-synthesis reference detector: not the headline detector
         rows.append({"method": "none", "variant": "", "category": cat, "seed": 0, "anomaly_type": "",
