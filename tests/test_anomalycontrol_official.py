@@ -219,9 +219,11 @@ def _write_mvtec_caption(root: Path, data, text="The brick has a deep crack, nea
     return written
 
 
-def test_mvtec_caption_reaches_the_qformer_text_the_training_prompt_and_the_inference_prompt(tmp_path, monkeypatch):
+def test_mvtec_caption_reaches_the_qformer_text_the_training_prompt_and_the_inference_prompt(
+    demo_root, tmp_path, monkeypatch
+):
     root = tmp_path / "data"
-    shutil.copytree(materialise_demo(cache=tmp_path / "demo"), root)  # prompt/ folders go into this copy
+    shutil.copytree(demo_root / "brick", root / "brick")  # prompt/ folders go into this copy
     data = _brick(root)
     written = _write_mvtec_caption(root, data)
     qformer_texts, training_captions, prompts = [], [], []
