@@ -344,6 +344,9 @@ def test_a_study_runs_anomalycontrol_through_the_engine(demo, acbench_cache, tmp
     marker = json.loads((generated / "DONE.json").read_text())
     assert marker["provenance"]["random_weights"] is True
     assert set(result.results["generator_weights"]) == {"random"}
+    # every row says which preset produced the images, and that the captions are the template's
+    assert set(result.results["generator_preset"]) == {"acbench"}
+    assert set(result.results["generator_captions"]) == {"template captions — not the paper's"}
 
 
 def test_mixed_precision_training_and_half_precision_inference(tmp_path):

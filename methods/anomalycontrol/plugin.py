@@ -118,6 +118,10 @@ class AnomalyControl(Synthesizer):
             }
         if self._captions is not None and (self._captions.found or self._captions.fallback):
             prov.update(self._captions.provenance())
+        # columns of every result row computed on this method's output (the harness copies them)
+        prov["row_tags"] = {"generator_preset": self.options.preset}
+        if "captions" in prov:
+            prov["row_tags"]["generator_captions"] = prov["captions"]
         return prov
 
     def model(self, device: str = "cpu", seed: int = 0) -> AnomalyControlModel:
