@@ -142,6 +142,9 @@ def test_official_without_released_masks_says_what_to_do(monkeypatch):
     with pytest.raises(UserError, match=RELEASED_MASKS_ENV):
         cls({"preset": "official", "model": "tiny"}).check()
     cls({"preset": "acbench", "model": "tiny"}).check()  # real-augmented masks: nothing to find
+    monkeypatch.setenv(RELEASED_MASKS_ENV, "/no/such/folder")
+    with pytest.raises(UserError, match="ANOMALYDIFFUSION_MASKS: folder /no/such/folder not found"):
+        cls({"preset": "official", "model": "tiny"}).check()
 
 
 # ------------------------------------------------------------------ behaviour behind the rows

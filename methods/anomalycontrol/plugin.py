@@ -14,13 +14,13 @@ import torch
 from accelerate import PartialState
 
 from acbench.data.category import CategoryData
-from acbench.data.io import load_mask, load_rgb
-from acbench.errors import UserError
+from acbench.data.io import IMAGE_SUFFIXES, load_mask, load_rgb
+from acbench.errors import UserError, require_folder
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
 from acbench_methods.anomalycontrol.ablations import MODULES, VARIANTS
 from acbench_methods.anomalycontrol.cache import Reference
 from acbench_methods.anomalycontrol.model import AnomalyControlModel, initialise_adapter
-from acbench_methods.anomalycontrol.options import AnomalyControlOptions
+from acbench_methods.anomalycontrol.options import RELEASED_MASKS_ENV, AnomalyControlOptions
 from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, IP_ADAPTER_REPO, SCHEDULES
 from acbench_methods.anomalycontrol.references import (
     Captions,
@@ -99,7 +99,12 @@ class AnomalyControl(Synthesizer):
     def check(self) -> None:
         """Before any job: the captions source and the preset's target masks must be there."""
         load_captions(self.options.captions)
-        target_mask_spec(self.options)
+        spec = target_mask_spec(self.options)
+        if self.options.mask_source is None and spec.name == "folder":  # the official preset's released masks
+            require_folder(
+                spec.options["path"], f"method anomalycontrol: ${RELEASED_MASKS_ENV}",
+                "AnomalyDiffusion's generated masks, <category>/<type>/*.jpg", IMAGE_SUFFIXES,
+            )  # fmt: skip
 
     def captions(self) -> Captions:
         if self._captions is None:
