@@ -326,6 +326,8 @@ class AnomalyControl(Synthesizer):
         if self._loaded_adapter != path:
             model.load_adapter(path)
             self._loaded_adapter = path
+            # the adapter's start is the fit's, not this job's fresh build
+            model.provenance["sga_init"] = info.get("provenance", {}).get("sga_init", model.provenance["sga_init"])
         return model
 
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
