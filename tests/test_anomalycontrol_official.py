@@ -21,6 +21,7 @@ from acbench.data.mvtec import load_category
 from acbench.errors import UserError
 from acbench.protocol import SplitConfig
 from acbench.synthesis import GenerationRequest
+from acbench_methods.anomalycontrol import csm as csm_module
 from acbench_methods.anomalycontrol import model as model_module
 from acbench_methods.anomalycontrol import plugin as plugin_module
 from acbench_methods.anomalycontrol.csm import CrossModalSemantics, clean_caption
@@ -242,9 +243,20 @@ def test_mvtec_caption_reaches_the_qformer_text_the_training_prompt_and_the_infe
 
     original_sample = model_module.sample_inpaint
 
+    seeds_used, cleaned = [], []
+
     def sample_spy(pipe, images, masks, prompt_list, seeds, *args, **kwargs):
         prompts.extend(prompt_list)
+        seeds_used.extend(seeds)
         return original_sample(pipe, images, masks, prompt_list, seeds, *args, **kwargs)
+
+    original_clean = csm_module.clean_caption
+
+    def clean_spy(text, *args, **kwargs):
+        cleaned.append(original_clean(text, *args, **kwargs))
+        return cleaned[-1]
+
+    monkeypatch.setattr(csm_module, "clean_caption", clean_spy)
 
     monkeypatch.setattr(CrossModalSemantics, "__call__", csm_spy)
     monkeypatch.setattr(plugin_module, "prepare_training_set", training_spy)
@@ -266,8 +278,13 @@ def test_mvtec_caption_reaches_the_qformer_text_the_training_prompt_and_the_infe
     assert len(samples) == 2 and prompts and set(prompts) <= {c for p, c in written.items() if f"/test/{atype}/" in p}
     info = json.loads((tmp_path / "fit" / "anomalycontrol.json").read_text())
     assert info["provenance"]["captions"].startswith("MVTec-Caption") and info["provenance"]["preset"] == "official"
-    # the tokenizer gets the LAVIS-cleaned caption (comma kept)
-    assert clean_caption(next(iter(written.values())), mode="lavis").count(",") == 1
+    # the Q-Former tokenizer gets the LAVIS-cleaned caption: lower case, full stop gone, comma kept
+    assert {clean_caption(c, mode="lavis") for c in written.values()} <= set(cleaned)
+    assert all("," in c and "." not in c and c == c.lower() for c in cleaned)
+    assert seeds_used == [42, 42]  # the released script's fixed sampling seed, for every image
+    for sample in samples:  # the sigma-5 blend also changes a halo just outside the target mask
+        normal = data.normal_image(data.normal_train.index(data.root / sample.source_normal))
+        assert not np.array_equal(sample.image[~sample.mask], normal[~sample.mask])
 
 
 def test_official_json_list_and_path_dict_are_read_and_a_missing_caption_is_marked(demo_root, tmp_path):

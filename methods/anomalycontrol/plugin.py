@@ -265,6 +265,11 @@ class AnomalyControl(Synthesizer):
                 f"'{info['ablation']}', the protocol asks for '{self.options.model}' / "
                 f"'{self.options.ablation}'"
             )
+        if info.get("preset", self.options.preset) != self.options.preset:
+            raise UserError(
+                f"pretrained_fit: {source} was trained under preset '{info['preset']}', the protocol asks "
+                f"for '{self.options.preset}'"
+            )
         for path in [info_file, source / REFERENCES] + [
             source / a["file"] for a in info["adapters"].values()
         ]:
