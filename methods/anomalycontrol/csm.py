@@ -74,6 +74,7 @@ class CrossModalSemantics:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.cleaning = cleaning
+        self.source = "random"  # where the weights came from (a folder), for provenance and resume keys
         vision = model.config.vision_config
         self.grid = vision.image_size // vision.patch_size
 

@@ -99,6 +99,7 @@ class AnomalyControlModel:
             "ablation": options.ablation,
             "inpainting": components.source,
             "csm_random_weights": csm_random,
+            "csm": None if csm is None else csm.source,
             "sga_init": sga_init,
         }
         cache = FeatureCache(options.cache_dir or default_cache_dir())
@@ -211,4 +212,4 @@ def initialise_adapter(adapter: SemanticGuidedAdapter, options: AnomalyControlOp
     if resolution.is_random:
         return "text-kv (IP-Adapter not found)"
     adapter.load_ip_adapter(resolution.path)
-    return f"ip-adapter ({resolution.source})"
+    return f"ip-adapter ({resolution.source}: {resolution.path})"

@@ -175,7 +175,9 @@ def build_csm(
     if model == "sd15":
         resolution = resolve_hf("blip2-itm-vit-g", BLIP2_ITM_REPO, policy, path)
         if not resolution.is_random:
-            return load_csm(resolution.path, dtype), False
+            csm = load_csm(resolution.path, dtype)
+            csm.source = str(resolution.path)
+            return csm, False
     architecture = "tiny" if model == "tiny" else "vit-g"
     csm = random_csm(architecture, seed)
     if dtype is not None:
