@@ -450,3 +450,12 @@ def test_an_interrupted_fit_is_not_resumed_after_the_split_changes(demo_root, tm
     assert resumed[-1] == 0  # trained afresh on the new split
     cls(options).fit([_brick(demo_root)], workdir, seed=0)  # the interrupted split again: it resumes
     assert resumed[-1] == 2
+
+
+def test_an_adapter_never_trained_on_a_category_is_refused(demo_root, tmp_path):
+    cls = registry.load("methods", "anomalycontrol")
+    options = {"model": "tiny", "schedule": "tiny", "train_steps": 1, "cache_dir": str(tmp_path / "cache")}
+    cls(options).fit([_brick(demo_root)], tmp_path, seed=0)
+    grass = load_category(demo_root, "grass", SplitConfig(), dataset="demo", image_size=SIZE)
+    with pytest.raises(UserError, match="trained on brick, not on 'grass'"):
+        next(cls(options).generate(grass, GenerationRequest("hole", 1, seed=0, fit_dir=tmp_path)))

@@ -85,7 +85,7 @@ class AnomalyControlOptions(BaseModel):
     # CSM / ASEA
     asea_steps: int = Field(5, ge=0, description="ASEA passes (the reference: 5 Adam steps)")
     asea_lr: float = Field(0.1, gt=0)
-    captions: str | None = Field(
+    captions: Literal["dataset"] | Path | None = Field(
         None,
         description="per-image captions: 'dataset' (MVTec-Caption `prompt/` folders in the dataset root), a "
         "folder in that layout, the official ano_data_*.json list, or a JSON {image path: caption} (preset)",

@@ -54,6 +54,7 @@ class AnomalyControl(Synthesizer):
         super().__init__(options, weights)
         self.options = self.options.resolved()  # every preset-dependent field set (and hashed) explicitly
         self._captions: Captions | None = None
+        self._any_type_pools: set[str] = set()  # `references: dataset` types drawn from every type
         self._model: AnomalyControlModel | None = None
         self._loaded_adapter: Path | None = None
         self._pretrained_provenance: dict[str, Any] | None = None
@@ -123,6 +124,8 @@ class AnomalyControl(Synthesizer):
             }
         if self._captions is not None and (self._captions.found or self._captions.fallback):
             prov.update(self._captions.provenance())
+        if self._any_type_pools:
+            prov["references_of_any_type"] = sorted(self._any_type_pools)
         # columns of every result row computed on this method's output (the harness copies them)
         prov["row_tags"] = {"generator_preset": self.options.preset}
         if "captions" in prov:
@@ -245,6 +248,7 @@ class AnomalyControl(Synthesizer):
         self.last_train_reports[name] = report
         return {
             "file": filename,
+            "categories": sorted(c.category for c in categories),
             "images": len(refs),
             "steps": report.steps,
             "resumed_from": report.resumed_from,
@@ -327,6 +331,11 @@ class AnomalyControl(Synthesizer):
         entry = info["adapters"].get(data.category) or info["adapters"].get(DATASET_ADAPTER)
         if entry is None:
             raise UserError(f"{request.fit_dir}: no adapter for category '{data.category}'")
+        if data.category not in entry.get("categories", [data.category]):
+            raise UserError(
+                f"{request.fit_dir}: the adapter was trained on {', '.join(entry['categories'])}, not on "
+                f"'{data.category}'; fit it again with this category"
+            )
         path = Path(request.fit_dir) / entry["file"]
         if self._loaded_adapter != path:
             model.load_adapter(path)
@@ -387,7 +396,11 @@ class AnomalyControl(Synthesizer):
             and (Path(request.fit_dir) / REFERENCES).is_file()
         ):
             table = json.loads((Path(request.fit_dir) / REFERENCES).read_text())
-            pool = [r for r in table if r["anomaly_type"] == atype] or table
+            pool = [r for r in table if r["anomaly_type"] == atype]
+            if not pool:  # no reference of this type anywhere: any type's (counted in the provenance)
+                log.warning("anomalycontrol: no reference of type '%s' in the dataset; using every type's", atype)
+                self._any_type_pools.add(f"{data.category}/{atype}")
+                pool = table
         else:
             captions = self.captions()
             pool = [
