@@ -138,6 +138,42 @@ def resolve_hf(name: str, repo_id: str, policy: Policy = "pretrained", explicit:
                     f"with `huggingface-cli download {repo_id}` or give a local folder")
 
 
+def resolve_hf_file(name: str, repo_id: str, filenames: tuple[str, ...], policy: Policy = "pretrained",
+                    explicit: str | Path | None = None) -> Resolution:
+    """One file of a Hugging Face repository (the first of `filenames` found): an explicit file, or a
+    local copy of the repository holding it, the hub cache, or a download of that file only."""
+    tried: list[str] = []
+
+    def exists(path: Path) -> bool:
+        return path.is_file() or any((path / f).is_file() for f in filenames)
+
+    early = _random_or_explicit(name, policy, explicit, exists, tried)
+    if early is not None:
+        if early.path is not None and Path(early.path).is_dir():
+            found = next(Path(early.path) / f for f in filenames if (Path(early.path) / f).is_file())
+            return Resolution(name, "path", str(found))
+        return early
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
+        hf_hub_download = None
+    if hf_hub_download is not None:
+        for filename in filenames:
+            try:
+                return Resolution(name, "cache", hf_hub_download(repo_id, filename, local_files_only=True))
+            except Exception:
+                tried.append(f"hub cache for '{repo_id}/{filename}'")
+        if not offline():
+            try:
+                return Resolution(name, "download", hf_hub_download(repo_id, filenames[0], etag_timeout=10))
+            except Exception as exc:
+                tried.append(f"download of '{repo_id}/{filenames[0]}' failed ({exc.__class__.__name__})")
+    if policy == "pretrained-or-random":
+        return _random(name, "not found")
+    raise UserError(f"weights '{name}' not found (looked in: {'; '.join(tried)}); download it with "
+                    f"`huggingface-cli download {repo_id} {filenames[0]}` or give its path")
+
+
 # --------------------------------------------------------------------------------------------- #
 # The feature networks of the generation-quality metrics, by their exact torch-hub file names.
 

@@ -175,7 +175,6 @@ def test_asea_concentrates_attention_inside_the_mask(csm):
     losses, shares = np.array(result.losses), np.array(result.mask_attention)
     assert losses.shape == shares.shape == (5, 2)
     assert np.all(np.diff(losses, axis=0) < 0) and np.all(np.diff(shares, axis=0) > 0)
-    assert np.allclose(losses, (1 - shares) ** 2)
     assert result.features.shape == (2, FEATURE_DIM)
 
 
@@ -190,6 +189,56 @@ def test_asea_is_per_sample_and_changes_the_feature(csm):
     assert not torch.allclose(batch, plain, atol=1e-5)  # the guided pass gives another feature
     assert not torch.allclose(plain, image_only, atol=1e-3)  # the text takes part in the pass
     assert all(p.grad is None for p in csm.model.parameters())  # ASEA changes no VLM weight
+
+
+def test_mask_share_geometry_with_one_hot_attention_on_a_patch(csm):
+    """A hand-made cross-attention tensor (every layer, head and query attends to patch (r, c) only):
+    the in-mask share is 1 exactly when the image-space mask covers that patch. Patches are numbered
+    row-major after the CLS key; the mask is given at its own (file) resolution, here 1.75 x the ViT input."""
+    grid, vit = csm.grid, csm.model.config.vision_config.image_size
+    raw, cell = vit * 7 // 4, vit * 7 // 4 // grid  # 112 px, 14 px per patch
+    heads, queries = 2, 3
+    for r, c in [(0, 0), (2, 5), (grid - 1, grid - 1), (5, 2)]:
+        attention = torch.zeros(1, heads, queries, 1 + grid * grid)
+        attention[..., 1 + r * grid + c] = 1.0
+        cross = (attention, None, attention.clone())  # cross-attention every 2nd layer; others None
+        shares = {}
+        for rr, cc in [(r, c), (c, r), ((r + 1) % grid, c), (r, (c + 1) % grid)]:
+            mask = np.zeros((raw, raw), bool)
+            mask[rr * cell : (rr + 1) * cell, cc * cell : (cc + 1) * cell] = True  # exactly one patch
+            shares[(rr, cc)] = float(csm.mask_share(csm.patch_attention(cross), csm._patch_masks([mask]))[0])
+        assert shares[(r, c)] == 1.0
+        assert all(v == 0.0 for k, v in shares.items() if k != (r, c))
+
+
+def test_a_mask_covering_one_patch_puts_its_target_on_that_patch():
+    """The patch-grid resize (PIL nearest on the raw mask): a defect covering exactly one patch lands on
+    that patch; torch's corner-sampling `nearest` (the old resize) shifts or loses it."""
+    import torch.nn.functional as F
+
+    from acbench_methods.anomalycontrol.csm import patch_grid_mask
+
+    raw, vit, grid = 900, 224, 16  # an MVTec-sized mask, the ViT-g input, its 16 x 16 patch grid
+    cell = raw / grid
+    r, c = 7, 3
+    mask = np.zeros((raw, raw), bool)
+    mask[round(r * cell) : round((r + 1) * cell), round(c * cell) : round((c + 1) * cell)] = True
+    target = patch_grid_mask(mask, vit, grid).reshape(grid, grid)
+    assert target.sum() == 1 and target[r, c] == 1
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    corner = F.interpolate(F.interpolate(m, size=(vit, vit)), size=(grid, grid))[0, 0]
+    assert corner[r, c] == 0  # what the corner-sampling resize would have given: the patch is lost
+
+
+def test_captions_of_different_lengths_give_the_same_features_batched_or_alone(csm):
+    refs = _references(3)
+    texts = ["crack", "the brick has a long and deep crack near its upper left edge", "a hole"]
+    images, masks = [r.image for r in refs], [r.mask for r in refs]
+    for steps in (0, 3):
+        batch = csm(images, texts, masks, asea_steps=steps).features
+        for i in range(3):
+            alone = csm(images[i : i + 1], texts[i : i + 1], masks[i : i + 1], asea_steps=steps).features
+            assert torch.allclose(batch[i : i + 1], alone, atol=1e-5), (steps, i)
 
 
 def test_csm_loads_from_a_saved_folder(csm, tmp_path):

@@ -83,15 +83,72 @@ def test_a_reference_from_another_category_works(tmp_path):
     assert out[0].shape == normals[0].shape and np.array_equal(out[0][~masks[0]], normals[0][~masks[0]])
 
 
-def test_each_ablation_switch_changes_the_output(tmp_path):
-    outputs = {}
-    for ablation in ("full", "no_csm", "no_asea", "no_sga"):
-        torch.manual_seed(0)
-        model = AnomalyControlModel.build(_options(tmp_path, ablation=ablation, composite="off"), "random")
-        assert (model.adapter is None) == (ablation == "no_sga")
-        outputs[ablation] = _generate(model)
-    for ablation in ("no_csm", "no_asea", "no_sga"):
-        assert not all(np.array_equal(a, b) for a, b in zip(outputs["full"], outputs[ablation])), ablation
+def test_no_asea_features_are_csm_with_zero_asea_steps(tmp_path):
+    refs = _references(2)
+    model = AnomalyControlModel.build(_options(tmp_path, ablation="no_asea"), "random")
+    args = ([r.image for r in refs], [r.caption for r in refs], [r.mask for r in refs])
+    expected = model.csm(*args, asea_steps=0).features
+    assert torch.allclose(model.reference_features(refs), expected, atol=1e-6)
+    full = AnomalyControlModel.build(_options(tmp_path), "random")  # the same networks, ASEA on
+    assert torch.allclose(full.reference_features(refs), model.csm(*args, asea_steps=5, asea_lr=0.1).features,
+                          atol=1e-6)  # fmt: skip
+    assert not torch.allclose(full.reference_features(refs), expected, atol=1e-4)
+
+
+def test_no_csm_features_are_image_only_qformer_features_with_asea(tmp_path):
+    refs = _references(2)
+    model = AnomalyControlModel.build(_options(tmp_path, ablation="no_csm"), "random")
+    expected = model.csm([r.image for r in refs], None, [r.mask for r in refs], asea_steps=5, asea_lr=0.1)
+    assert torch.allclose(model.reference_features(refs), expected.features, atol=1e-6)
+    assert len(expected.losses) == 5  # ASEA ran
+
+
+def test_no_sga_is_plain_sd_inpainting_and_equals_full_at_scale_zero(tmp_path):
+    from acbench_methods.diffusion import sample_inpaint
+
+    no_sga = AnomalyControlModel.build(_options(tmp_path, ablation="no_sga", composite="off"), "random")
+    assert no_sga.adapter is None and no_sga.csm is None
+    normals, masks = _targets(2)
+    prompts, seeds = ["the brick has a crack"] * 2, [3, 4]
+    images = no_sga.generate(normals, masks, prompts, seeds)
+    plain = sample_inpaint(
+        no_sga.components.pipeline(), normals, masks, prompts, seeds, no_sga.inference_steps, 0.7, 7.0,
+        "monochrome, lowres, bad anatomy, worst quality, low quality",
+    )  # fmt: skip
+    assert all(np.array_equal(a, b) for a, b in zip(images, plain))
+    full = AnomalyControlModel.build(_options(tmp_path, composite="off", scale=0.0), "random")
+    at_zero = full.generate(normals, masks, prompts, seeds, full.reference_features(_references(2)))
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(at_zero, images))
+    guided = AnomalyControlModel.build(_options(tmp_path, composite="off"), "random")
+    at_one = guided.generate(normals, masks, prompts, seeds, guided.reference_features(_references(2)))
+    assert not all(np.array_equal(a, b) for a, b in zip(at_one, images))  # lambda 1: the adapter acts
+
+
+def test_model_and_report_read_one_table_of_what_each_variant_switches_off(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from acbench.report.ablation import ablation_grid
+    from acbench.report.load import prepare
+    from acbench.report.tables import build_tables
+    from acbench_methods.anomalycontrol import ablations
+
+    cls = registry.load("methods", "anomalycontrol")
+    assert cls.ablations is ablations.VARIANTS
+    assert set(AnomalyControlOptions.model_fields["ablation"].annotation.__args__) == set(ablations.VARIANTS)
+    rows = [
+        {"method": "anomalycontrol", "variant": v, "category": "bottle", "seed": 0, "stage": "detect",
+         "detector": "unet-localization", "anomaly_type": "", "metric": "pixel_ap", "scope": "pixel", "value": 0.5}
+        for v in ablations.VARIANTS
+    ]  # fmt: skip
+    methods = [{"name": "anomalycontrol", "variant": v, "options": {"ablation": v, "preset": "official"}}
+               for v in ablations.VARIANTS]  # fmt: skip
+    grid = ablation_grid(build_tables(prepare(pd.DataFrame(rows))), methods)
+    for row in grid.rows:
+        assert tuple(c.text == "✓" for c in row[1:4]) == ablations.VARIANTS[row[0].text].modules
+    assert "official" in grid.title and any("no_csm" in n and "reading" in n for n in grid.notes)
+    # the model follows the same table: flip a switch there and the model changes with it
+    monkeypatch.setitem(ablations.VARIANTS, "no_asea", ablations.VARIANTS["full"])
+    assert AnomalyControlModel.build(_options(tmp_path, ablation="no_asea"), "random").asea_steps == 5
 
 
 def _training_data(model, n=2):
@@ -287,6 +344,9 @@ def test_a_study_runs_anomalycontrol_through_the_engine(demo, acbench_cache, tmp
     marker = json.loads((generated / "DONE.json").read_text())
     assert marker["provenance"]["random_weights"] is True
     assert set(result.results["generator_weights"]) == {"random"}
+    # every row says which preset produced the images, and that the captions are the template's
+    assert set(result.results["generator_preset"]) == {"acbench"}
+    assert set(result.results["generator_captions"]) == {"template captions — not the paper's"}
 
 
 def test_mixed_precision_training_and_half_precision_inference(tmp_path):

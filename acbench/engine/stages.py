@@ -150,7 +150,8 @@ def _synthetic(store: RunStore, job: Job) -> SyntheticSet:
 
 
 def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, Any]:
-    """Carry 'random weights' of the generator into every downstream row."""
+    """Carry 'random weights' of the generator, and the columns its provenance asks for (`row_tags`,
+    e.g. which preset produced the images), into every downstream row."""
     extra = {}
     for dep in job.deps:
         marker = store.path(dep) / "DONE.json"
@@ -158,6 +159,7 @@ def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, An
             prov = json.loads(marker.read_text()).get("provenance", {})
             if prov.get("random_weights"):
                 extra["generator_weights"] = "random"
+            extra.update({str(k): str(v) for k, v in (prov.get("row_tags") or {}).items()})
     return extra
 
 

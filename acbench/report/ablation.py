@@ -1,25 +1,35 @@
-"""The AnomalyControl ablation layout: rows = variants, ✓/✗ per module, one column per metric.
+"""The ablation layout (AnomalyControl's ✓/✗ table): rows = variants, ✓/✗ per module, one column per metric.
 
-A method is part of the ablation when its protocol options carry `ablation:` (full / no_csm /
-no_asea / no_sga); the variant name is used as a fall-back for runs without a manifest entry.
+A method is part of the ablation when its plugin declares `ablations` (variant name -> an object with
+`modules`, the on/off of each of `ablation_modules`, `meaning` and `reading`) and its protocol options
+carry `ablation:`. The grid reads that declaration, the same table the method's model reads, so what
+the report says a variant switches off is what the model switched off. The variant name is used as a
+fall-back for runs without a manifest entry.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
+from acbench import registry
+from acbench.errors import UserError
 from acbench.report.formats import Cell, Grid
 from acbench.report.tables import MEAN_ROW, MetricTable
 
-MODULES = ("CSM", "ASEA", "SGA")
-#: Which modules each ablation variant keeps. Without SGA no CSM feature reaches the UNet (plain
-#: SD inpainting with the text prompt), so CSM and ASEA are off as well.
-VARIANT_MODULES: dict[str, tuple[bool, bool, bool]] = {
-    "full": (True, True, True),
-    "no_csm": (False, True, True),
-    "no_asea": (True, False, True),
-    "no_sga": (False, False, False),
-}
+
+def method_ablations(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(module names, variant -> declaration) of a method plugin; empty when it declares none."""
+    try:
+        cls = registry.load("methods", name)
+    except UserError:  # a run of a method that is no longer installed: no ablation layout
+        return (), {}
+    return tuple(getattr(cls, "ablation_modules", ())), dict(getattr(cls, "ablations", {}) or {})
+
+
+def _method_name(label: str) -> str:
+    return label.split("/", 1)[0]
 
 
 def ablation_labels(methods_config: list[dict], labels: list[str]) -> dict[str, str]:
@@ -28,14 +38,30 @@ def ablation_labels(methods_config: list[dict], labels: list[str]) -> dict[str, 
     for method in methods_config:
         option = (method.get("options") or {}).get("ablation")
         label = f"{method['name']}/{method['variant']}" if method.get("variant") else method["name"]
-        if option in VARIANT_MODULES and label in labels:
+        if label in labels and option in method_ablations(method["name"])[1]:
             found[label] = option
     if not found:  # no manifest information: recognise the variant names themselves
         for label in labels:
             variant = label.split("/", 1)[1] if "/" in label else ""
-            if variant in VARIANT_MODULES:
+            if variant in method_ablations(_method_name(label))[1]:
                 found[label] = variant
     return found
+
+
+def _presets(methods_config: list[dict], labels: list[str]) -> list[str]:
+    """The `preset` of the ablation's methods (e.g. official / acbench, defaults included), for the title."""
+    presets = set()
+    for method in methods_config:
+        label = f"{method['name']}/{method['variant']}" if method.get("variant") else method["name"]
+        if label not in labels:
+            continue
+        try:
+            options = registry.load("methods", method["name"]).Options.model_validate(method.get("options") or {})
+        except Exception:  # options of another version: the title just leaves the preset out
+            continue
+        if getattr(options, "preset", None):
+            presets.add(str(options.preset))
+    return sorted(presets)
 
 
 def ablation_grid(tables: list[MetricTable], methods_config: list[dict]) -> Grid | None:
@@ -44,10 +70,16 @@ def ablation_grid(tables: list[MetricTable], methods_config: list[dict]) -> Grid
     variants = ablation_labels(methods_config, labels)
     if len(variants) < 2:
         return None
-    ordered = sorted(variants, key=lambda lb: list(VARIANT_MODULES).index(variants[lb]))
+    names = {_method_name(lb) for lb in variants}
+    if len(names) > 1:  # two methods' ablations in one study: lay out the first only
+        first = sorted(names)[0]
+        variants = {lb: v for lb, v in variants.items() if _method_name(lb) == first}
+    method = _method_name(next(iter(variants)))
+    modules, declared = method_ablations(method)
+    ordered = sorted(variants, key=lambda lb: list(declared).index(variants[lb]))
     metric_tables = [t for t in tables if t.direction is not None and any(lb in t.mean.columns for lb in ordered)]
-    header = ["variant", *MODULES] + [t.title for t in metric_tables]
-    rows = [[Cell(variants[lb])] + [Cell("✓" if on else "✗") for on in VARIANT_MODULES[variants[lb]]]
+    header = ["variant", *modules] + [t.title for t in metric_tables]
+    rows = [[Cell(variants[lb])] + [Cell("✓" if on else "✗") for on in declared[variants[lb]].modules]
             for lb in ordered]
     for table in metric_tables:
         sub = MetricTable(table.metric, table.detector, table.direction,
@@ -60,9 +92,14 @@ def ablation_grid(tables: list[MetricTable], methods_config: list[dict]) -> Grid
             text = "–" if pd.isna(value) else f"{table.display(value):.{table.digits}f}"
             row.append(Cell(text, ranks.get(label, 0)))
     notes = ["mean over categories; ✓ module on, ✗ off; best in bold, second underlined where a paired "
-             "bootstrap over categories x seeds separates them (else tied, unmarked)",
-             "no_sga is plain SD inpainting with the text prompt: no CSM feature reaches the UNet"]
-    return Grid("Ablation of AnomalyControl", header, rows, notes)
+             "bootstrap over categories x seeds separates them (else tied, unmarked)"]
+    for lb in ordered:
+        variant = declared[variants[lb]]
+        mark = " (this project's reading: the paper's definition could not be verified)" if variant.reading else ""
+        notes.append(f"{variants[lb]}: {variant.meaning}{mark}")
+    presets = _presets(methods_config, ordered)
+    title = f"Ablation of {method}" + (f" (preset {', '.join(presets)})" if presets else "")
+    return Grid(title, header, rows, notes)
 
 
 def ablation_frame(grid: Grid) -> pd.DataFrame:

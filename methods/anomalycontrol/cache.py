@@ -28,11 +28,20 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference anomaly for CSM: its image, its mask and its caption."""
+    """A reference anomaly for CSM: its image, its mask and its caption (at the diffusion resolution),
+    and optionally the same image and mask at their file resolution (CSM on the raw image)."""
 
     image: np.ndarray
     mask: np.ndarray
     caption: str
+    raw_image: np.ndarray | None = None
+    raw_mask: np.ndarray | None = None
+
+    def for_csm(self, raw: bool) -> Reference:
+        """The view CSM sees: the file-resolution image and mask when asked for and available."""
+        if raw and self.raw_image is not None:
+            return Reference(self.raw_image, self.raw_mask, self.caption)
+        return Reference(self.image, self.mask, self.caption)
 
 
 class FeatureCache:

@@ -24,16 +24,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from transformers import Blip2ForImageTextRetrieval, BlipImageProcessor, PreTrainedTokenizerBase
 
-MAX_TEXT_TOKENS = 32  # LAVIS `max_txt_len` of the BLIP-2 Q-Former
+MAX_TEXT_TOKENS = 32  # the `strict` cleaning's token limit (LAVIS `max_txt_len` of BLIP-2 retrieval)
+LAVIS_PUNCTUATION = re.compile(r"[.!\"()*#:;~]")
 
 
-def clean_caption(text: str, max_words: int = 50) -> str:
-    """LAVIS `blip_caption` processing: lower case, punctuation to spaces, at most `max_words` words."""
-    text = re.sub(f"[{re.escape(string.punctuation)}]", " ", text.lower())
-    return " ".join(text.split()[:max_words])
+def clean_caption(text: str, max_words: int = 50, mode: str = "strict") -> str:
+    """Caption text for the Q-Former.
+
+    `lavis`: LAVIS `BlipCaptionProcessor.pre_caption` as the released code runs it (lower case, only
+    `.!"()*#:;~` to spaces, at most `max_words` words; commas, hyphens and apostrophes stay).
+    `strict`: lower case and every punctuation character to a space, at most `max_words` words.
+    """
+    pattern = LAVIS_PUNCTUATION if mode == "lavis" else re.compile(f"[{re.escape(string.punctuation)}]")
+    return " ".join(pattern.sub(" ", text.lower()).split()[:max_words])
+
+
+def patch_grid_mask(mask: np.ndarray, vit_size: int, grid: int) -> np.ndarray:
+    """A reference mask on the ViT patch grid (row-major, float 0/1), the way the released code builds it:
+    PIL nearest from the mask's own resolution to the ViT input size, then PIL nearest to the grid.
+    PIL's nearest samples cell centres; torch's default `nearest` samples top-left corners, which shifts
+    the grid by half a patch and can drop a small defect entirely."""
+    image = Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255)
+    image = image.resize((vit_size, vit_size), Image.NEAREST).resize((grid, grid), Image.NEAREST)
+    return (np.asarray(image) >= 128).astype(np.float32).reshape(-1)
 
 
 @dataclass
@@ -51,11 +67,14 @@ class CrossModalSemantics:
         model: Blip2ForImageTextRetrieval,
         tokenizer: PreTrainedTokenizerBase,
         image_processor: BlipImageProcessor,
+        cleaning: str = "strict",
     ) -> None:
         model.qformer.set_attn_implementation("eager")  # SDPA cannot return the attention probabilities
         self.model = model.requires_grad_(False).eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self.cleaning = cleaning
+        self.source = "random"  # where the weights came from (a folder), for provenance and resume keys
         vision = model.config.vision_config
         self.grid = vision.image_size // vision.patch_size
 
@@ -85,11 +104,10 @@ class CrossModalSemantics:
         return pixels.to(self.device, self.model.vision_model.dtype)
 
     def _patch_masks(self, masks: Sequence[np.ndarray]) -> torch.Tensor:
-        """Reference masks on the ViT patch grid: nearest to the ViT input size, then to the grid."""
+        """B x patches: each reference mask (any resolution) on the ViT patch grid."""
         size = self.model.config.vision_config.image_size
-        m = torch.from_numpy(np.stack([np.asarray(x, dtype=np.float32) for x in masks]))[:, None]
-        m = F.interpolate(F.interpolate(m, size=(size, size)), size=(self.grid, self.grid))
-        return m[:, 0].flatten(1).to(self.device)
+        grids = [patch_grid_mask(m, size, self.grid) for m in masks]
+        return torch.from_numpy(np.stack(grids)).to(self.device)
 
     def _qformer(
         self,
@@ -142,11 +160,16 @@ class CrossModalSemantics:
             ).last_hidden_state.float()
         ids = text_mask = None
         if texts is not None:
+            limit = (
+                MAX_TEXT_TOKENS
+                if self.cleaning == "strict"
+                else self.model.config.qformer_config.max_position_embeddings
+            )
             tokens = self.tokenizer(
-                [clean_caption(t) for t in texts],
+                [clean_caption(t, mode=self.cleaning) for t in texts],
                 padding="longest",
                 truncation=True,
-                max_length=MAX_TEXT_TOKENS,
+                max_length=limit,
                 return_tensors="pt",
             ).to(self.device)
             ids, text_mask = tokens.input_ids, tokens.attention_mask

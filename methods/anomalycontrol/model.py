@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from acbench.weights import Policy
+from acbench_methods.anomalycontrol.ablations import VARIANTS, Variant
 from acbench_methods.anomalycontrol.cache import FeatureCache, Reference, default_cache_dir
 from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
-from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm, ip_adapter_file
+from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm, resolve_ip_adapter
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import InpaintComponents, build_inpaint_components, composite, sample_inpaint
 
@@ -67,51 +68,65 @@ class AnomalyControlModel:
 
         `architecture` overrides the preset's networks (e.g. `sd15-arch`: full size, random weights).
         """
+        options = options.resolved()
         preset = MODELS[architecture or options.model]
         dtype = dtype or compute_dtype(device)
         components = build_inpaint_components(
             preset.diffusion, policy, options.sd_inpainting_path, seed, dtype
         )
         components.to(device, dtype)
-        csm, adapter, csm_random = None, None, False
-        if options.ablation != "no_sga":
+        csm, adapter, csm_random, sga_init = None, None, False, "none"
+        if VARIANTS[options.ablation].sga:
             csm_model = (
                 "tiny" if preset.diffusion == "tiny" else ("sd15" if preset.diffusion == "sd15" else "arch")
             )
             csm, csm_random = build_csm(csm_model, policy, options.blip2_path, seed)
+            csm.cleaning = options.caption_cleaning
             csm.model.to(device)
-            csm.model.vision_model.to(dtype)
+            # official: the ViT-g in fp32 (the released code runs LAVIS after `.float()`)
+            csm.model.vision_model.to(torch.float32 if options.csm_precision == "fp32" else dtype)
             adapter = SemanticGuidedAdapter(
                 components.unet, csm.feature_dim, preset.proj_dim, preset.num_tokens
             )
-            if options.ip_adapter_path is not None:
-                adapter.load_ip_adapter(ip_adapter_file(options.ip_adapter_path))
+            sga_init = initialise_adapter(adapter, options, policy)
             adapter.to(device, dtype)
             adapter.attach(components.unet)
         random_weights = components.random_weights or csm_random
         provenance = {
             "random_weights": random_weights,
+            "preset": options.preset,
             "model": options.model,
             "ablation": options.ablation,
             "inpainting": components.source,
             "csm_random_weights": csm_random,
+            "csm": None if csm is None else csm.source,
+            "sga_init": sga_init,
         }
         cache = FeatureCache(options.cache_dir or default_cache_dir())
         return cls(options, preset, components, csm, adapter, cache, device, provenance)
 
     # ------------------------------------------------------------------ CSM features
     @property
+    def variant(self) -> Variant:
+        """What the ablation switches off (`ablations.VARIANTS`, also read by the report)."""
+        return VARIANTS[self.options.ablation]
+
+    @property
     def csm_settings(self) -> str:
         opts = self.options
-        return f"text={opts.ablation != 'no_csm'};asea={self.asea_steps};lr={opts.asea_lr}"
+        return (
+            f"text={self.variant.csm};asea={self.asea_steps};lr={opts.asea_lr};grid=pil-nearest;"
+            f"clean={opts.caption_cleaning};vit={self.csm.model.vision_model.dtype}"
+        )
 
     @property
     def asea_steps(self) -> int:
-        return 0 if self.options.ablation == "no_asea" else self.options.asea_steps
+        return self.options.asea_steps if self.variant.asea else 0
 
     def reference_features(self, refs: Sequence[Reference]) -> torch.Tensor:
         """CSM features (N x dim, CPU) of reference anomalies, through the cache."""
-        use_text = self.options.ablation != "no_csm"
+        use_text = self.variant.csm
+        refs = [r.for_csm(self.options.csm_image == "raw") for r in refs]
 
         def compute(batch: list[Reference]) -> torch.Tensor:
             return self.csm(
@@ -169,6 +184,13 @@ class AnomalyControlModel:
         )
         out = []
         for image, normal, mask in zip(generated, normals, masks):
+            if opts.composite_at == "model":  # as released: blend at the diffusion size, then resize
+                blended = composite(
+                    image, resize_rgb(normal, size), resize_mask(mask, size), opts.composite,
+                    opts.blur_sigma * size / 512,
+                )  # fmt: skip
+                out.append(resize_rgb(blended, normal.shape[:2]))
+                continue
             image = resize_rgb(image, normal.shape[:2])
             sigma = opts.blur_sigma * normal.shape[0] / 512
             out.append(composite(image, normal, mask, opts.composite, sigma))
@@ -179,3 +201,15 @@ class AnomalyControlModel:
 
     def load_adapter(self, path: Path) -> None:
         self.adapter.load(path)
+
+
+def initialise_adapter(adapter: SemanticGuidedAdapter, options: AnomalyControlOptions, policy: Policy) -> str:
+    """Start SGA as the preset says: IP-Adapter SD-1.5 weights over the text-K/V copies (official), or
+    the copies alone. The tiny model has no IP-Adapter of its size: it keeps the copies."""
+    if options.sga_init != "ip-adapter" or (options.model == "tiny" and options.ip_adapter_path is None):
+        return "text-kv"
+    resolution = resolve_ip_adapter(policy, options.ip_adapter_path)
+    if resolution.is_random:
+        return "text-kv (IP-Adapter not found)"
+    adapter.load_ip_adapter(resolution.path)
+    return f"ip-adapter ({resolution.source}: {resolution.path})"

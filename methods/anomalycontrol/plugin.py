@@ -14,18 +14,21 @@ import torch
 from accelerate import PartialState
 
 from acbench.data.category import CategoryData
-from acbench.data.io import load_mask, load_rgb
-from acbench.errors import UserError
+from acbench.data.io import IMAGE_SUFFIXES, load_mask, load_rgb
+from acbench.errors import UserError, require_folder
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
+from acbench_methods.anomalycontrol.ablations import MODULES, VARIANTS
 from acbench_methods.anomalycontrol.cache import Reference
-from acbench_methods.anomalycontrol.model import AnomalyControlModel
-from acbench_methods.anomalycontrol.options import AnomalyControlOptions
-from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, SCHEDULES, ip_adapter_file
+from acbench_methods.anomalycontrol.model import AnomalyControlModel, initialise_adapter
+from acbench_methods.anomalycontrol.options import RELEASED_MASKS_ENV, AnomalyControlOptions
+from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, IP_ADAPTER_REPO, SCHEDULES
 from acbench_methods.anomalycontrol.references import (
+    Captions,
     TargetMasks,
     load_captions,
     reference_entry,
     reference_of,
+    target_mask_spec,
 )
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.anomalycontrol.train import prepare_training_set, train_adapter
@@ -43,8 +46,15 @@ class AnomalyControl(Synthesizer):
     fit_scope = "dataset"
     description = "AnomalyControl: SD-inpainting with CSM/ASEA cross-modal features through the SGA adapter"
 
+    #: What each `ablation:` variant switches off (read by the report's ✓/✗ grid as well as the model).
+    ablations = VARIANTS
+    ablation_modules = MODULES
+
     def __init__(self, options=None, weights: str = "pretrained") -> None:
         super().__init__(options, weights)
+        self.options = self.options.resolved()  # every preset-dependent field set (and hashed) explicitly
+        self._captions: Captions | None = None
+        self._any_type_pools: set[str] = set()  # `references: dataset` types drawn from every type
         self._model: AnomalyControlModel | None = None
         self._loaded_adapter: Path | None = None
         self._pretrained_provenance: dict[str, Any] | None = None
@@ -56,29 +66,71 @@ class AnomalyControl(Synthesizer):
         return "random" if self.options.model == "tiny" else self.weights_policy
 
     def required_weights(self) -> list[WeightRequirement]:
-        if self.options.model == "tiny":
+        opts = self.options
+        if opts.model == "tiny":
             return []
         needed = [
-            WeightRequirement("stable-diffusion-inpainting", f"SD-1.5-inpainting ({SD15_INPAINT_REPO})")
-        ]
-        if self.options.ablation != "no_sga":
-            needed.append(
-                WeightRequirement("blip2-itm-vit-g", f"BLIP-2 Q-Former with text input ({BLIP2_ITM_REPO})")
+            WeightRequirement(
+                "stable-diffusion-inpainting",
+                f"SD-1.5-inpainting ({SD15_INPAINT_REPO})",
+                repo_id=SD15_INPAINT_REPO,
+                path=None if opts.sd_inpainting_path is None else str(opts.sd_inpainting_path),
             )
-            if self.options.ip_adapter_path is not None:
+        ]
+        if VARIANTS[opts.ablation].sga:
+            needed.append(
+                WeightRequirement(
+                    "blip2-itm-vit-g",
+                    f"BLIP-2 Q-Former with text input ({BLIP2_ITM_REPO})",
+                    repo_id=BLIP2_ITM_REPO,
+                    path=None if opts.blip2_path is None else str(opts.blip2_path),
+                )
+            )
+            if opts.sga_init == "ip-adapter" or opts.ip_adapter_path is not None:
                 needed.append(
                     WeightRequirement(
-                        "ip-adapter-sd15", f"SGA initialisation ({self.options.ip_adapter_path})"
+                        "ip-adapter-sd15",
+                        f"SGA initialisation ({IP_ADAPTER_REPO} models/ip-adapter_sd15)",
+                        repo_id=IP_ADAPTER_REPO,
+                        path=None if opts.ip_adapter_path is None else str(opts.ip_adapter_path),
                     )
                 )
         return needed
 
+    def check(self) -> None:
+        """Before any job: the captions source and the preset's target masks must be there."""
+        load_captions(self.options.captions)
+        spec = target_mask_spec(self.options)
+        if self.options.mask_source is None and spec.name == "folder":  # the official preset's released masks
+            require_folder(
+                spec.options["path"], f"method anomalycontrol: ${RELEASED_MASKS_ENV}",
+                "AnomalyDiffusion's generated masks, <category>/<type>/*.jpg", IMAGE_SUFFIXES,
+            )  # fmt: skip
+
+    def captions(self) -> Captions:
+        if self._captions is None:
+            self._captions = load_captions(self.options.captions)
+        return self._captions
+
     def provenance(self) -> dict[str, Any]:
         if self._model is not None:
-            return dict(self._model.provenance)
-        if self._pretrained_provenance is not None:
-            return dict(self._pretrained_provenance)
-        return {"random_weights": self.options.model == "tiny" or self.weights_policy == "random"}
+            prov = dict(self._model.provenance)
+        elif self._pretrained_provenance is not None:
+            prov = dict(self._pretrained_provenance)
+        else:
+            prov = {
+                "random_weights": self.options.model == "tiny" or self.weights_policy == "random",
+                "preset": self.options.preset,
+            }
+        if self._captions is not None and (self._captions.found or self._captions.fallback):
+            prov.update(self._captions.provenance())
+        if self._any_type_pools:
+            prov["references_of_any_type"] = sorted(self._any_type_pools)
+        # columns of every result row computed on this method's output (the harness copies them)
+        prov["row_tags"] = {"generator_preset": self.options.preset}
+        if "captions" in prov:
+            prov["row_tags"]["generator_captions"] = prov["captions"]
+        return prov
 
     def model(self, device: str = "cpu", seed: int = 0) -> AnomalyControlModel:
         """The networks, built once per instance (a job), reused by every call."""
@@ -109,8 +161,8 @@ class AnomalyControl(Synthesizer):
         info: dict[str, Any] = {
             "model": self.options.model,
             "ablation": self.options.ablation,
+            "preset": self.options.preset,
             "adapters": {},
-            "provenance": model.provenance,
         }
         if model.adapter is not None:
             groups = (
@@ -122,8 +174,7 @@ class AnomalyControl(Synthesizer):
                 info["adapters"][name] = self._fit_group(model, name, group, workdir, seed, device)
         if not PartialState().is_main_process:  # under `accelerate launch`: one writer
             return
-        (workdir / FIT_INFO).write_text(json.dumps(info, indent=1, default=str))
-        captions = load_captions(self.options.captions)
+        captions = self.captions()
         table = [
             reference_entry(ex, data, captions, self.options.caption_template)
             for data in categories
@@ -131,6 +182,8 @@ class AnomalyControl(Synthesizer):
             for ex in examples
         ]
         (workdir / REFERENCES).write_text(json.dumps(table, indent=1))
+        info["provenance"] = self.provenance()
+        (workdir / FIT_INFO).write_text(json.dumps(info, indent=1, default=str))
 
     def _fit_group(
         self,
@@ -142,9 +195,9 @@ class AnomalyControl(Synthesizer):
         device: str,
     ) -> dict[str, Any]:
         opts, size = self.options, model.preset.resolution
-        captions = load_captions(opts.captions)
+        captions = self.captions()
         refs = [
-            reference_of(ex, data, captions, opts.caption_template, size)
+            reference_of(ex, data, captions, opts.caption_template, size, raw=opts.csm_image == "raw")
             for data in categories
             for atype in sorted(data.synthesis)
             for ex in data.synthesis[atype]
@@ -157,8 +210,7 @@ class AnomalyControl(Synthesizer):
         fresh = SemanticGuidedAdapter(
             model.components.unet, model.csm.feature_dim, model.preset.proj_dim, model.preset.num_tokens
         )  # each group starts from the same init
-        if opts.ip_adapter_path is not None:
-            fresh.load_ip_adapter(ip_adapter_file(opts.ip_adapter_path))
+        initialise_adapter(fresh, opts, self.policy)
         model.adapter.load_state_dict(fresh.state_dict())
         features = model.reference_features(refs)
         data = prepare_training_set(
@@ -169,7 +221,7 @@ class AnomalyControl(Synthesizer):
             features,
         )
         schedule = SCHEDULES[opts.schedule]
-        checkpoints = self._checkpoint_dir(workdir, name, categories, seed)
+        checkpoints = self._checkpoint_dir(workdir, name, categories, seed, model)
         mixed = self._mixed_precision(device)
         report = train_adapter(
             model.components,
@@ -185,6 +237,7 @@ class AnomalyControl(Synthesizer):
             device=device,
             mixed_precision=mixed,
             train_scale=opts.train_scale,
+            legacy_mask_range=opts.training.legacy_mask_range,
         )
         filename = f"adapter-{name}.safetensors"
         state = PartialState()
@@ -195,6 +248,7 @@ class AnomalyControl(Synthesizer):
         self.last_train_reports[name] = report
         return {
             "file": filename,
+            "categories": sorted(c.category for c in categories),
             "images": len(refs),
             "steps": report.steps,
             "resumed_from": report.resumed_from,
@@ -215,6 +269,11 @@ class AnomalyControl(Synthesizer):
                 f"'{info['ablation']}', the protocol asks for '{self.options.model}' / "
                 f"'{self.options.ablation}'"
             )
+        if info.get("preset", self.options.preset) != self.options.preset:
+            raise UserError(
+                f"pretrained_fit: {source} was trained under preset '{info['preset']}', the protocol asks "
+                f"for '{self.options.preset}'"
+            )
         for path in [info_file, source / REFERENCES] + [
             source / a["file"] for a in info["adapters"].values()
         ]:
@@ -222,11 +281,30 @@ class AnomalyControl(Synthesizer):
                 shutil.copy2(path, workdir / path.name)
         self._pretrained_provenance = info.get("provenance", {})
 
-    def _checkpoint_dir(self, workdir: Path, name: str, categories: list[CategoryData], seed: int) -> Path:
-        """Outside the job's temporary folder, so an interrupted fit resumes where it stopped."""
+    def _checkpoint_dir(
+        self, workdir: Path, name: str, categories: list[CategoryData], seed: int, model: AnomalyControlModel
+    ) -> Path:
+        """Outside the job's temporary folder, so an interrupted fit resumes where it stopped.
+
+        The key covers everything the fit reads: the options, the weights (policy and where each network
+        came from), and per category the dataset root, the image size and the exact synthesis split (every
+        reference image and mask file), so a changed split, size, dataset or backbone starts afresh.
+        """
+        data = [
+            {
+                "category": c.category,
+                "root": str(Path(c.root).resolve()),
+                "image_size": c.image_size,
+                "synthesis": {
+                    t: [[str(e.image_path), str(e.mask_path)] for e in ex] for t, ex in sorted(c.synthesis.items())
+                },
+            }
+            for c in sorted(categories, key=lambda c: c.category)
+        ]
         key = json.dumps(
-            [self.options.model_dump(mode="json"), sorted(c.category for c in categories), seed, name],
+            [self.options.model_dump(mode="json"), self.weights_policy, model.provenance, data, seed, name],
             sort_keys=True,
+            default=str,
         )
         return workdir.parent / ".anomalycontrol-checkpoints" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -245,20 +323,33 @@ class AnomalyControl(Synthesizer):
                 f"{request.fit_dir}: adapter was trained for model '{info['model']}' / ablation "
                 f"'{info['ablation']}', not '{self.options.model}' / '{self.options.ablation}'"
             )
+        if info.get("preset", self.options.preset) != self.options.preset:
+            raise UserError(
+                f"{request.fit_dir}: adapter was trained under preset '{info['preset']}', "
+                f"not '{self.options.preset}'; fit it again or set preset: {info['preset']}"
+            )
         entry = info["adapters"].get(data.category) or info["adapters"].get(DATASET_ADAPTER)
         if entry is None:
             raise UserError(f"{request.fit_dir}: no adapter for category '{data.category}'")
+        if data.category not in entry.get("categories", [data.category]):
+            raise UserError(
+                f"{request.fit_dir}: the adapter was trained on {', '.join(entry['categories'])}, not on "
+                f"'{data.category}'; fit it again with this category"
+            )
         path = Path(request.fit_dir) / entry["file"]
         if self._loaded_adapter != path:
             model.load_adapter(path)
             self._loaded_adapter = path
+            # the adapter's start is the fit's, not this job's fresh build
+            model.provenance["sga_init"] = info.get("provenance", {}).get("sga_init", model.provenance["sga_init"])
         return model
 
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
         model = self._prepare(data, request)
         opts, rng = self.options, request.rng()
         pool = self._reference_pool(data, request)
-        masks = TargetMasks(opts.mask_source)
+        masks = TargetMasks(target_mask_spec(opts))
+        fixed_seed = opts.sampling_seed if isinstance(opts.sampling_seed, int) else None
         size = model.preset.resolution
         refs: dict[int, Reference] = {}
         features: dict[int, Any] = {}
@@ -270,13 +361,18 @@ class AnomalyControl(Synthesizer):
                 index = int(rng.integers(len(data.normal_train)))
                 normal = data.normal_image(index)
                 target = masks.sample(data, request.anomaly_type, normal, rng)
-                batch.append(
-                    (index, normal, target, int(rng.integers(len(pool))), int(rng.integers(2**31 - 1)))
-                )
+                reference, seed = int(rng.integers(len(pool))), int(rng.integers(2**31 - 1))
+                # official: the same noise seed (42) for every image, as the released script samples
+                batch.append((index, normal, target, reference, seed if fixed_seed is None else fixed_seed))
             new = sorted({b[3] for b in batch} - set(refs))
+            raw = opts.csm_image == "raw"
             for i in new:
                 refs[i] = Reference(
-                    load_rgb(pool[i]["image"], size), load_mask(pool[i]["mask"], size), pool[i]["caption"]
+                    load_rgb(pool[i]["image"], size),
+                    load_mask(pool[i]["mask"], size),
+                    pool[i]["caption"],
+                    load_rgb(pool[i]["image"]) if raw else None,
+                    load_mask(pool[i]["mask"]) if raw else None,
                 )
             if model.adapter is not None and new:  # one CSM feature per reference, computed once
                 features.update(zip(new, model.reference_features([refs[i] for i in new])))
@@ -300,9 +396,13 @@ class AnomalyControl(Synthesizer):
             and (Path(request.fit_dir) / REFERENCES).is_file()
         ):
             table = json.loads((Path(request.fit_dir) / REFERENCES).read_text())
-            pool = [r for r in table if r["anomaly_type"] == atype] or table
+            pool = [r for r in table if r["anomaly_type"] == atype]
+            if not pool:  # no reference of this type anywhere: any type's (counted in the provenance)
+                log.warning("anomalycontrol: no reference of type '%s' in the dataset; using every type's", atype)
+                self._any_type_pools.add(f"{data.category}/{atype}")
+                pool = table
         else:
-            captions = load_captions(self.options.captions)
+            captions = self.captions()
             pool = [
                 reference_entry(ex, data, captions, self.options.caption_template)
                 for ex in data.synthesis.get(atype) or []

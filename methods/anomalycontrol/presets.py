@@ -17,13 +17,16 @@ from transformers import (
 )
 
 from acbench.errors import UserError
-from acbench.weights import Policy, resolve_hf
+from acbench.weights import Policy, Resolution, resolve_hf, resolve_hf_file
 from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 
 log = logging.getLogger(__name__)
 
 BLIP2_ITM_REPO = "Salesforce/blip2-itm-vit-g"
+IP_ADAPTER_REPO = "h94/IP-Adapter"
 IP_ADAPTER_SD15_FILE = "ip-adapter_sd15.safetensors"
+#: Where h94/IP-Adapter keeps the SD-1.5 adapter (safetensors first, then the original .bin).
+IP_ADAPTER_SD15_FILES = ("models/ip-adapter_sd15.safetensors", "models/ip-adapter_sd15.bin")
 
 
 @dataclass(frozen=True)
@@ -172,12 +175,22 @@ def build_csm(
     if model == "sd15":
         resolution = resolve_hf("blip2-itm-vit-g", BLIP2_ITM_REPO, policy, path)
         if not resolution.is_random:
-            return load_csm(resolution.path, dtype), False
+            csm = load_csm(resolution.path, dtype)
+            csm.source = str(resolution.path)
+            return csm, False
     architecture = "tiny" if model == "tiny" else "vit-g"
     csm = random_csm(architecture, seed)
     if dtype is not None:
         csm.model.vision_model.to(dtype)
     return csm, True
+
+
+def resolve_ip_adapter(policy: Policy, explicit: str | Path | None = None) -> Resolution:
+    """The IP-Adapter SD-1.5 checkpoint that initialises SGA: an explicit file or repository copy, the
+    hub cache, or a download of that one file (`acbench.weights`)."""
+    if explicit is not None:  # a file, or a copy of the repository (models/ or flat)
+        return Resolution("ip-adapter-sd15", "path", str(ip_adapter_file(explicit)))
+    return resolve_hf_file("ip-adapter-sd15", IP_ADAPTER_REPO, IP_ADAPTER_SD15_FILES, policy)
 
 
 def ip_adapter_file(path: str | Path) -> Path:

@@ -129,8 +129,14 @@ def draw_batch(
     seed: int,
     micro_step: int,
     dropout: bool = True,
+    legacy_mask_range: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """The inputs of micro-batch `micro_step` (CPU), fully determined by (seed, micro_step)."""
+    """The inputs of micro-batch `micro_step` (CPU), fully determined by (seed, micro_step).
+
+    The mask channel is {0, 1} (keep / paint), as the inpainting UNet was pretrained and as the pipeline
+    feeds it at inference; `legacy_mask_range` gives the released script's -1 / +1 instead (its mask went
+    through the image normalisation), for exact parity with an adapter trained by that script.
+    """
     gen = _step_generator(seed, micro_step)
     idx = torch.randperm(len(data), generator=gen)[: min(batch_size, len(data))]
     latents = data.latent_mean[idx] + data.latent_std[idx] * torch.randn(
@@ -151,7 +157,8 @@ def draw_batch(
         features[drop_feature] = 0
         text[drop_text] = data.empty_text[0]
     noisy = components.scheduler.add_noise(latents, noise, timesteps)
-    model_input = torch.cat([noisy, data.mask_latent[idx], masked], dim=1)
+    mask = data.mask_latent[idx] * 2 - 1 if legacy_mask_range else data.mask_latent[idx]
+    model_input = torch.cat([noisy, mask, masked], dim=1)
     return {
         "model_input": model_input,
         "timesteps": timesteps,
@@ -193,6 +200,7 @@ def train_adapter(
     mixed_precision: str = "no",
     train_scale: float = 0.5,
     keep_checkpoints: int = 2,
+    legacy_mask_range: bool = False,
 ) -> TrainReport:
     """Train the attached adapter for `steps` optimiser updates, resuming from `checkpoint_dir`."""
     inference_dtype = next(adapter.parameters()).dtype
@@ -217,7 +225,7 @@ def train_adapter(
     for step in range(report.resumed_from, steps):
         for k in range(grad_accumulation):
             micro = step * micro_per_step + k * accelerator.num_processes + accelerator.process_index
-            batch = draw_batch(data, components, batch_size, seed, micro)
+            batch = draw_batch(data, components, batch_size, seed, micro, legacy_mask_range=legacy_mask_range)
             with accelerator.accumulate(module), accelerator.autocast():
                 loss = denoising_loss(module, batch, accelerator.device, components.unet.dtype)
                 accelerator.backward(loss)
