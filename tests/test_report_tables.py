@@ -3,6 +3,8 @@ correlations and bootstrap intervals."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -213,3 +215,15 @@ def test_protocol_bootstrap_setting_adds_intervals_to_the_report(tmp_path):
     render_report(run, bootstrap=0)
     without = (run / "report" / "index.md").read_text()
     assert "± 7.1 [" in with_ci and "± 7.1 [" not in without
+
+
+def test_generator_tags_are_a_report_fact():
+    from acbench.report.load import Run
+    from acbench.report.manifest import manifest_facts
+
+    frame = prepare(results_frame())
+    frame["generator_preset"] = ["official" if m == "perlin" else "" for m in frame["method"]]
+    frame["generator_captions"] = ["template captions — not the paper's" if m == "perlin" else ""
+                                   for m in frame["method"]]
+    facts = dict(manifest_facts(Run(Path("."), frame, {"protocol": {}}, [])))
+    assert facts["generators"] == "perlin: preset official; captions template captions — not the paper's"

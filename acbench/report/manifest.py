@@ -39,6 +39,9 @@ def manifest_facts(run: Run) -> list[tuple[str, str]]:
         ("time", (f"started {m.get('started', '?')}, finished {m.get('finished', '?')} "
                   f"({m.get('seconds', '?')} s)")),
     ]
+    generator = _generator_tags(run)
+    if generator:
+        facts.append(("generators", generator))
     if m.get("compared_runs"):
         facts.insert(0, ("runs compared", "; ".join(f"{r['run']}: {r['path']} (protocol hash {r.get('protocol_hash')})"
                                                    for r in m["compared_runs"])))
@@ -99,3 +102,20 @@ def dataset_root_of(run: Run) -> Path | None:
         log.info("normal images unavailable for sample grids: %s", exc)
         return None
     return root if root.is_dir() else None
+
+
+def _generator_tags(run: Run) -> str:
+    """What each method's generator declared about itself (e.g. preset, captions), from `generator_*` columns."""
+    frame = run.frame
+    cols = [c for c in frame.columns if str(c).startswith("generator_") and c != "generator_weights"] \
+        if not frame.empty else []
+    parts = []
+    for label, part in frame.groupby("label", sort=False) if cols else []:
+        tags = []
+        for col in cols:
+            values = sorted({str(v) for v in part[col].dropna() if str(v) not in ("", "nan")})
+            if values:
+                tags.append(f"{col.removeprefix('generator_')} {', '.join(values)}")
+        if tags:
+            parts.append(f"{label}: {'; '.join(tags)}")
+    return " | ".join(parts)
