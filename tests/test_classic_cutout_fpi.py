@@ -140,3 +140,14 @@ def test_fpi_presets_differ_as_documented(brick):
             continue  # the normal image was pre-rotated
         delta = (sample.image[sample.mask].astype(int) - source[sample.mask]) % 256
         assert len(np.unique(delta)) <= 2, "one constant offset (±1 from truncation) inside the disk"
+
+
+def test_fpi_needs_a_second_normal_image(brick):
+    import dataclasses
+
+    from acbench.errors import UserError
+
+    single = dataclasses.replace(brick, normal_train=brick.normal_train[:1])
+    with pytest.raises(UserError, match="single normal training image"):
+        _samples("fpi", {}, single, count=1)
+    assert len(_samples("fpi", {"preset": "asbench"}, single, count=1)) == 1

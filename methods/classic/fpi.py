@@ -25,6 +25,7 @@ import numpy as np
 from acbench_methods.classic.common import asbench_pre_rotate, box_mask, pick_normal, pick_other_normal, uint8_wrap
 from pydantic import BaseModel, ConfigDict, Field
 
+from acbench.errors import UserError
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer
 
 MAX_TRIES = 50  # redraws when the pair would show no change (identical patches, a disk offset that wraps to 0)
@@ -40,8 +41,8 @@ class FPIOptions(BaseModel):
 def interpolate_patch(image: np.ndarray, foreign: np.ndarray, rng: np.random.Generator):
     """FPI's `patch_ex` for one image pair. Returns (out, mask, alpha, box) with box = (y0, y1, x0, x1)."""
     h, w = image.shape[:2]
-    cy = int(rng.integers(round(0.1 * h), round(0.9 * h)))
-    cx = int(rng.integers(round(0.1 * w), round(0.9 * w)))
+    cy = int(rng.integers(int(0.1 * h), int(0.9 * h)))  # randint truncates the float bounds
+    cx = int(rng.integers(int(0.1 * w), int(0.9 * w)))
     half = int(rng.integers(round(0.05 * h), round(0.2 * h)))
     alpha = float(rng.uniform(0.05, 0.95))
     box = (max(0, cy - half), min(h, cy + half), max(0, cx - half), min(w, cx + half))
@@ -73,6 +74,9 @@ class FPI(Synthesizer):
     description = "FPI (Tan et al., MELBA 2022): a foreign normal patch interpolated in; asbench: intensity disk"
 
     def generate(self, data, request: GenerationRequest) -> Iterator[Sample]:
+        if self.options.preset == "official" and len(data.normal_train) < 2:
+            raise UserError(f"method fpi: {data.category} has a single normal training image; FPI interpolates "
+                            "a patch of a second one (use preset: asbench, which needs none)")
         rng = request.rng()
         for _ in range(request.count):
             image, source = pick_normal(data, rng)
