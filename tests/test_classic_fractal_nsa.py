@@ -120,7 +120,8 @@ def test_fractal_presets_differ_as_documented(brick, monkeypatch):
     real = fractal.object_mask
     monkeypatch.setattr(fractal, "object_mask", lambda image: calls.append(1) or real(image))
     capsule = dataclasses.replace(brick, category="capsule")
-    _samples("fractal", {}, capsule, count=2)
+    for sample in _samples("fractal", {}, capsule, count=2):  # object finding keeps the official pixel rule
+        assert sample.mask.any() and not (_changed(brick, sample) & ~sample.mask).any()
     assert len(calls) >= 2
     calls.clear()
     _samples("fractal", {"preset": "asbench"}, capsule, count=2)
