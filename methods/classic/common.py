@@ -232,3 +232,27 @@ class PerlinFamily(Synthesizer):
             empty = 0
             produced += 1
             yield Sample(out, mask, request.anomaly_type, source)
+# Second images, patch boxes and the official codes' uint8 casts
+
+
+def pick_other_normal(data: CategoryData, rng: np.random.Generator, source: str) -> np.ndarray:
+    """A random normal training image other than `source` (a path as `pick_normal` returns it), for
+    methods that take their patch from a second image (FPI, NSA). With a single normal image it is
+    that image again."""
+    others = [p for p in data.normal_train if p.relative_to(data.root).as_posix() != source] or data.normal_train
+    path = others[int(rng.integers(len(others)))]
+    return data.normal_image(data.normal_train.index(path))
+
+
+def uint8_wrap(values: np.ndarray) -> np.ndarray:
+    """`np.uint8(x)` of a float array as the official codes do it on x86: truncate towards zero, then
+    wrap modulo 256 (a value of 300 becomes 44, -10 becomes 246). Written out because NumPy leaves
+    out-of-range float casts undefined."""
+    return np.mod(np.trunc(values).astype(np.int64), 256).astype(np.uint8)
+
+
+def box_mask(shape: tuple[int, int], y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """A bool mask of `shape` that is True on rows y0:y1 and columns x0:x1."""
+    mask = np.zeros(shape, bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
