@@ -44,7 +44,7 @@ SCHEDULES = {
     "paper": PAPER,
     # The BCM scripts; their anomaly-branch prompt is not stated separately, the default one is kept.
     "paper-bcm": replace(PAPER, batch_size=2, inference_steps=50, guidance=2.0, prompt_blend="a srw"),
-    "tiny": Schedule(rank=4, train_steps=6, batch_size=2, learning_rate=1e-3, checkpoint_every=3,
+    "tiny": Schedule(rank=4, train_steps=4, batch_size=2, learning_rate=1e-3, checkpoint_every=2,
                      inference_steps=4, guidance=2.5, prompt_blend="a vfx with sks", prompt_fg="sks"),
 }
 
