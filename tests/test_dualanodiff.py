@@ -103,6 +103,19 @@ def test_each_branch_uses_its_own_lora(components):
     adapter.detach(unet)
 
 
+def test_training_pairs_are_the_image_and_its_anomaly_part_flipped_together():
+    data = _tiny_data(n=3)
+    data.images = data.images.clamp(-0.99, 1)  # so that -1 marks "outside the mask" unambiguously
+    batch = draw_batch(data, 8, step_generator(0, 3))
+    pairs = batch["pairs"].view(8, 2, 3, 64, 64)
+    blend, fg = pairs[:, 0], pairs[:, 1]
+    inside = fg != -1
+    assert torch.equal(fg[inside], blend[inside])  # the anomaly part is the image where the mask is set
+    areas = {int(m.sum()) for m in data.masks}
+    assert {int(i[0].sum()) for i in inside} <= areas  # black elsewhere; the mask moved with the image
+    assert batch["normals"].shape == (8, 3, 64, 64)
+
+
 @pytest.mark.parametrize("bcm", [False, True])
 def test_gradients_reach_only_lora_and_cross_branch_parameters(components, bcm):
     adapter = DualAdapter(components.unet, rank=4, bcm=bcm, text_encoder=components.text_encoder)
@@ -201,6 +214,9 @@ def test_masks_from_the_anomaly_branch(tmp_path):
         def forward(self, x):
             return x[:, :1], x[:, 1:2]
 
+    empty = DualAnoDiff({"model": "tiny"}).mask_of(np.zeros((16, 16, 3), np.uint8) + np.arange(16)[:, None, None])
+    assert empty.any() and empty.mean() < 0.2  # never an empty pair: the brightest pixels of the branch
+
     path = tmp_path / "u2net.pt"
     torch.jit.script(Saliency()).save(str(path))
     salient = SaliencyMask(path, threshold=0.5)(fg)
@@ -230,6 +246,10 @@ def test_plugin_fits_per_type_and_generates(brick, tmp_path, variant):
             assert not np.array_equal(s.image, normal)
     else:
         assert all(s.source_normal == "" for s in samples)
+        pasted = next(cls({"model": "tiny", "schedule": "tiny", "paint_on_normal": True}).generate(
+            brick, GenerationRequest(types[0], count=1, seed=0, fit_dir=fit_dir)))
+        normal = load_rgb(brick.root / pasted.source_normal, brick.image_size)
+        assert np.array_equal(pasted.image[~pasted.mask], normal[~pasted.mask])
     options = {"model": "tiny", "schedule": "tiny", "variant": variant, "train_steps": 2}
     again = list(cls(options).generate(brick, request))
     assert all(np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) for a, b in zip(samples, again))
