@@ -250,6 +250,8 @@ def test_plugin_fits_per_type_and_generates(brick, tmp_path, variant):
             brick, GenerationRequest(types[0], count=1, seed=0, fit_dir=fit_dir)))
         normal = load_rgb(brick.root / pasted.source_normal, brick.image_size)
         assert np.array_equal(pasted.image[~pasted.mask], normal[~pasted.mask])
+        with pytest.raises(UserError, match="rank"):
+            next(cls({"model": "tiny", "schedule": "tiny", "rank": 8}).generate(brick, request))
     options = {"model": "tiny", "schedule": "tiny", "variant": variant, "train_steps": 2}
     again = list(cls(options).generate(brick, request))
     assert all(np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) for a, b in zip(samples, again))

@@ -142,7 +142,7 @@ class DualAnoDiff(Synthesizer):
         components = self.components(device, seed)
         meta: dict[str, Any] = {"options": self.options.model_dump(mode="json"), "weights_policy": self.weights_policy,
                                 "random_weights": components.random_weights, "source": components.source,
-                                "adapters": {}}
+                                "rank": s.rank, "adapters": {}}
         for data in categories:
             normals = None
             if self.options.variant == "bcm":
@@ -193,6 +193,9 @@ class DualAnoDiff(Synthesizer):
             if meta["options"][name] != getattr(self.options, name):
                 raise UserError(f"{fit_dir}: adapters were trained with {name} '{meta['options'][name]}', "
                                 f"the protocol asks for '{getattr(self.options, name)}'; re-run the fit")
+        if meta.get("rank") != self.schedule.rank:
+            raise UserError(f"{fit_dir}: adapters have LoRA rank {meta.get('rank')}, the protocol asks for "
+                            f"{self.schedule.rank}; re-run the fit")
         key = f"{data.category}/{request.anomaly_type}"
         if key not in meta["adapters"]:
             raise UserError(f"dualanodiff: the fit in {fit_dir} has no adapter for '{key}'")
@@ -203,7 +206,11 @@ class DualAnoDiff(Synthesizer):
         path = Path(fit_dir) / meta["adapters"][key]["file"]
         if self._adapter is None or self._adapter_file != path:
             adapter = self._new_adapter(components, 0)
-            adapter.load(path)
+            try:
+                adapter.load(path)
+            except (OSError, ValueError) as exc:
+                why = str(exc).splitlines()[0]
+                raise UserError(f"{path}: cannot load the adapter ({why}); re-run the fit") from None
             self._adapter_file = path
         return components, self._adapter
 
