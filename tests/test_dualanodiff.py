@@ -268,3 +268,24 @@ def test_bad_input_is_one_clear_error(brick, tmp_path):
     assert paper.schedule.rank == 32 and paper.schedule.inference_steps == 100 and paper.schedule.guidance == 2.5
     bcm = DualAnoDiff({"variant": "bcm"})
     assert bcm.schedule.batch_size == 2 and bcm.schedule.inference_steps == 50 and bcm.schedule.guidance == 2.0
+
+
+def test_a_local_sd15_folder_loads_offline_and_an_inpainting_one_is_refused(components, tmp_path, no_network):
+    folder = tmp_path / "sd15"
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        getattr(components, name).save_pretrained(folder / name)
+    method = DualAnoDiff({"model": "sd15", "weights_path": str(folder)})
+    method.check()
+    loaded = method.components("cpu")
+    assert loaded.random_weights is False and loaded.unet.config.in_channels == 4
+    assert method.provenance()["random_weights"] is False
+    for mine, theirs in ((loaded.unet, components.unet), (loaded.text_encoder, components.text_encoder)):
+        reference = theirs.state_dict()
+        assert all(torch.equal(v, reference[k]) for k, v in mine.state_dict().items())
+    assert len(loaded.tokenizer) == len(components.tokenizer)
+    inpaint = build_text2img_components("tiny", "random").unet.config
+    from diffusers import UNet2DConditionModel
+
+    UNet2DConditionModel(**{**dict(inpaint), "in_channels": 9}).save_pretrained(folder / "unet")
+    with pytest.raises(UserError, match="4"):
+        DualAnoDiff({"model": "sd15", "weights_path": str(folder)}).components("cpu")
