@@ -44,6 +44,11 @@ FIGURES: dict[str, Figure] = {
     "generate:sd-inpaint:diag": Figure(6.0, 14.0, per_image=True),
     "generate:sd-inpaint:tiny": Figure(0.05, 0.3, per_image=True),
     "generate:sd-inpaint:tiny-diag": Figure(0.05, 0.3, per_image=True),
+    # DualAnoDiff: one 5000-step LoRA training per defect type (about 5 types per MVTec AD category)
+    "fit:dualanodiff:sd15": Figure(6.0 * 3600, 30.0),
+    "fit:dualanodiff:tiny": Figure(30, 0.5),
+    "generate:dualanodiff:sd15": Figure(5.0, 10.0, per_image=True),  # 2 branches x CFG x 100 steps
+    "generate:dualanodiff:tiny": Figure(0.1, 0.3, per_image=True),
     "fit": Figure(0, 0.0, gpu=False),  # training-free methods
     "generate": Figure(0.02, 0.0, per_image=True, gpu=False),  # classic methods: CPU image ops
     "detect:patchcore:paper": Figure(600, 6.0),
