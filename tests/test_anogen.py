@@ -218,3 +218,31 @@ def test_required_weights_name_the_base_and_the_released_files(tmp_path):
     names = [w.name for w in cls({"embeddings_path": str(tmp_path)}).required_weights()]
     assert names == ["CompVis/ldm-text2im-large-256", "anogen-embeddings"]
     assert cls(TINY).required_weights() == []
+
+
+def test_rows_on_box_masks_are_marked_in_pixel_metric_tables(brick, fitted, tmp_path):
+    from types import SimpleNamespace
+
+    from report_helpers import results_frame
+
+    from acbench.engine.stages import _weights_flag
+    from acbench.report.formats import BOX_NOTE, metric_grid, to_latex, to_markdown
+    from acbench.report.load import prepare
+    from acbench.report.tables import build_tables, table_frame
+
+    # the downstream rows of a box-mask synthetic set carry the flag ...
+    write_synthetic_set(tmp_path / "gen", method().generate(brick, GenerationRequest("crack", 1, 0, fit_dir=fitted)),
+                        "brick", "anogen", 0)
+    store = SimpleNamespace(path=lambda dep: tmp_path / dep)
+    assert _weights_flag(None, store, SimpleNamespace(deps=("gen",))) == {"synthetic_masks": "box"}
+    # ... and the report marks that method in pixel-metric tables only
+    frame = results_frame()
+    frame["synthetic_masks"] = np.where(frame["method"] == "crop-paste", "box", "")
+    tables = {t.metric: t for t in build_tables(prepare(frame))}
+    assert tables["pixel_ap"].boxes == {"crop-paste"} and tables["fid"].boxes == set()
+    grid = metric_grid(tables["pixel_ap"])
+    assert "crop-paste ‡" in grid.header and BOX_NOTE in grid.notes
+    assert BOX_NOTE in to_markdown(grid) and r"\ddag" in to_latex(grid)
+    assert "‡" not in " ".join(metric_grid(tables["fid"]).header)
+    csv_rows = table_frame(tables["pixel_ap"])
+    assert set(csv_rows.loc[csv_rows["box_masks"], "method"]) == {"crop-paste"}

@@ -150,7 +150,7 @@ def _synthetic(store: RunStore, job: Job) -> SyntheticSet:
 
 
 def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, Any]:
-    """Carry 'random weights' of the generator into every downstream row."""
+    """Carry 'random weights' of the generator, and box-shaped synthetic masks, into every downstream row."""
     extra = {}
     for dep in job.deps:
         marker = store.path(dep) / "DONE.json"
@@ -158,6 +158,8 @@ def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, An
             prov = json.loads(marker.read_text()).get("provenance", {})
             if prov.get("random_weights"):
                 extra["generator_weights"] = "random"
+        if (store.path(dep) / "index.csv").is_file() and "box" in SyntheticSet(store.path(dep)).mask_kinds:
+            extra["synthetic_masks"] = "box"
     return extra
 
 

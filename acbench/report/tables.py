@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from acbench.report.load import PERCENT_METRICS, arrow, display_name, metric_direction, random_labels
+from acbench.report.load import (PERCENT_METRICS, PIXEL_METRICS, arrow, box_labels, display_name, metric_direction,
+                                 random_labels)
 
 MEAN_ROW = "mean"
 #: Extra result columns that make rows of the same metric non-comparable: each value gets its own table.
@@ -32,6 +33,7 @@ class MetricTable:
     ci_high: pd.DataFrame | None = None
     random: set[str] = field(default_factory=set)  # labels computed with random weights
     split: dict[str, str] = field(default_factory=dict)  # SPLIT_COLUMNS values of this table
+    boxes: set[str] = field(default_factory=set)  # labels trained / scored on box masks (pixel metrics only)
 
     @property
     def key(self) -> str:
@@ -114,6 +116,7 @@ def _one_table(part: pd.DataFrame, metric: str, detector: str) -> MetricTable:
         std=frame_of(grouped.std(ddof=1), seed_means.std(ddof=1)),
         count=frame_of(grouped.count(), seed_means.count()),
         random=random_labels(part),  # only the rows of this table: a random detector taints its own tables
+        boxes=box_labels(part) if metric in PIXEL_METRICS else set(),
     )
 
 
@@ -184,4 +187,6 @@ def table_frame(table: MetricTable) -> pd.DataFrame:
     out.insert(0, "metric", table.metric)
     out["higher_is_better"] = table.direction
     out["random_weights"] = out["method"].isin(table.random)
+    if table.boxes:
+        out["box_masks"] = out["method"].isin(table.boxes)
     return out[out["mean"].map(lambda v: not (isinstance(v, float) and math.isnan(v)))]

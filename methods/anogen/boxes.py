@@ -29,7 +29,7 @@ import numpy as np
 
 WORK_SIDE = 256
 MIN_ON_PRODUCT = 0.75
-MAX_TRIES = 20_000
+MAX_TRIES = 5_000  # AnoGen retries forever; after this many the plugin gives up the foreground rule
 
 Range = tuple[tuple[float, float], tuple[float, float], bool]
 
