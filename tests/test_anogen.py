@@ -161,6 +161,14 @@ def test_pairs_are_tagged_box_and_equal_the_normal_image_outside(brick, fitted, 
     assert again.losses == {}
 
 
+def test_composite_none_keeps_anogens_whole_decoded_image(brick, fitted):
+    pasted = next(iter(method().generate(brick, GenerationRequest("stain", 1, 0, fit_dir=fitted))))
+    whole = next(iter(method(composite="none").generate(brick, GenerationRequest("stain", 1, 0, fit_dir=fitted))))
+    assert np.array_equal(pasted.mask, whole.mask) and pasted.source_normal == whole.source_normal
+    normal = load_rgb(brick.root / whole.source_normal)
+    assert not np.array_equal(whole.image[~whole.mask], normal[~whole.mask])  # the VAE's reconstruction outside
+
+
 def test_tight_masks_are_pixel_masks_inside_the_box(brick, fitted):
     samples = list(method(mask="tight", tight_threshold=0.02).generate(
         brick, GenerationRequest("hole", 2, 0, fit_dir=fitted)))
