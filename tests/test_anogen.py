@@ -254,3 +254,18 @@ def test_rows_on_box_masks_are_marked_in_pixel_metric_tables(brick, fitted, tmp_
     assert "‡" not in " ".join(metric_grid(tables["fid"]).header)
     csv_rows = table_frame(tables["pixel_ap"])
     assert set(csv_rows.loc[csv_rows["box_masks"], "method"]) == {"crop-paste"}
+
+
+def test_range_table_lookup_and_overrides():
+    from pydantic import ValidationError
+
+    from acbench_methods.anogen import AnoGenOptions
+    from acbench_methods.anogen.boxes import DEFAULT_RANGE, box_range
+
+    assert len(RANGES) == 68  # AnoGen's MVTec AD table: every type but screw's five
+    assert box_range("cable", "missing_cable") == (((0.4, 0.4), (0.4, 0.4), False), True)
+    assert box_range("screw", "thread_top") == (DEFAULT_RANGE, False)
+    mine = ((0.3, 0.5), (0.1, 0.2), False)
+    assert box_range("cable", "missing_cable", {"cable/missing_cable": mine}) == (mine, True)
+    with pytest.raises(ValidationError, match="0 < low <= high <= 1"):
+        AnoGenOptions(ranges={"cable/missing_cable": ((0.5, 0.3), (0.1, 0.2), False)})

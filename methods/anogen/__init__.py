@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import load_file
 
 from acbench.data.category import CategoryData
@@ -100,6 +100,18 @@ class AnoGenOptions(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] = "fp16"
     train_state_dir: Path | None = Field(
         None, description="keep the resumable training state here (default: inside the fit folder)")
+
+    @field_validator("ranges")
+    @classmethod
+    def _fractions(cls, ranges: dict) -> dict:
+        for key, (width, height, _rotate) in ranges.items():
+            if "/" not in key:
+                raise ValueError(f"ranges key '{key}' must be 'category/type'")
+            for lo, hi in (width, height):
+                if not 0 < lo <= hi <= 1:
+                    raise ValueError(f"ranges['{key}']: need 0 < low <= high <= 1 (fractions of 256 px), "
+                                     f"got [{lo}, {hi}]")
+        return ranges
 
 
 @dataclass
