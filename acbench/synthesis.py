@@ -9,7 +9,11 @@ SyntheticSet (the interchange format, also for users' own methods)::
 
     <dir>/images/<name>.png     RGB
     <dir>/masks/<name>.png      0/255, same size as the image
-    <dir>/index.csv             image, mask, category, anomaly_type, method, seed, source_normal
+    <dir>/index.csv             image, mask, category, anomaly_type, method, seed, source_normal, mask_kind
+
+`mask_kind` says what the mask outlines: `pixel` (the defect's own pixels) or `box` (a region that
+holds the defect, e.g. AnoGen's rotated boxes: pixel metrics against such labels are not comparable).
+Index files written before the column existed read as `pixel`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from acbench.data.category import CategoryData
 from acbench.data.io import atomic_write, load_mask, load_rgb, save_png
 from acbench.errors import UserError
 
-INDEX_COLUMNS = ["image", "mask", "category", "anomaly_type", "method", "seed", "source_normal"]
+INDEX_COLUMNS = ["image", "mask", "category", "anomaly_type", "method", "seed", "source_normal", "mask_kind"]
+REQUIRED_COLUMNS = INDEX_COLUMNS[:-1]  # `mask_kind` came later: older index files lack it
+MaskKind = Literal["pixel", "box"]
+MASK_KINDS: tuple[str, ...] = ("pixel", "box")
 
 
 @dataclass
@@ -39,8 +46,11 @@ class Sample:
     mask: np.ndarray
     anomaly_type: str
     source_normal: str = ""  # the normal image it was painted on, when known
+    mask_kind: MaskKind = "pixel"  # "box": the mask is a region holding the defect, not its outline
 
     def __post_init__(self) -> None:
+        if self.mask_kind not in MASK_KINDS:
+            raise ValueError(f"Sample.mask_kind must be one of {MASK_KINDS}, got {self.mask_kind!r}")
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
             raise ValueError(f"Sample.image must be uint8 HxWx3, got {self.image.dtype} {self.image.shape}")
         if self.mask.shape != self.image.shape[:2]:
@@ -145,6 +155,7 @@ class SyntheticRecord:
     method: str
     seed: int
     source_normal: str
+    mask_kind: str = "pixel"
 
     def load(self, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         return load_rgb(self.image, size), load_mask(self.mask, size)
@@ -166,7 +177,7 @@ class SyntheticSet:
             raise UserError(f"{self.index_path}: not a SyntheticSet (index.csv missing)")
         with self.index_path.open(newline="") as fh:
             reader = csv.DictReader(fh)
-            missing = set(INDEX_COLUMNS) - set(reader.fieldnames or [])
+            missing = set(REQUIRED_COLUMNS) - set(reader.fieldnames or [])
             if missing:
                 raise UserError(f"{self.index_path}: missing columns {sorted(missing)}")
             records = []
@@ -175,8 +186,12 @@ class SyntheticSet:
                 for p in (image, mask):
                     if not p.is_file():
                         raise UserError(f"{self.index_path}:{line}: file {p} does not exist")
+                kind = row.get("mask_kind") or "pixel"
+                if kind not in MASK_KINDS:
+                    raise UserError(f"{self.index_path}:{line}: mask_kind '{kind}' is unknown; use one of "
+                                    f"{', '.join(MASK_KINDS)}")
                 records.append(SyntheticRecord(image, mask, row["category"], row["anomaly_type"],
-                                               row["method"], int(row["seed"] or 0), row["source_normal"]))
+                                               row["method"], int(row["seed"] or 0), row["source_normal"], kind))
         if not records:
             raise UserError(f"{self.index_path}: empty synthetic set (no pairs)")
         return records
@@ -194,6 +209,10 @@ class SyntheticSet:
     def anomaly_types(self) -> list[str]:
         return sorted(self.by_type())
 
+    @property
+    def mask_kinds(self) -> set[str]:
+        return {rec.mask_kind for rec in self.records}
+
 
 def write_synthetic_set(root: Path, samples: Iterable[Sample], category: str, method: str, seed: int,
                         progress=None) -> int:
@@ -208,7 +227,7 @@ def write_synthetic_set(root: Path, samples: Iterable[Sample], category: str, me
         save_png(root / "masks" / name, sample.mask)
         rows.append({"image": f"images/{name}", "mask": f"masks/{name}", "category": category,
                      "anomaly_type": sample.anomaly_type, "method": method, "seed": seed,
-                     "source_normal": sample.source_normal})
+                     "source_normal": sample.source_normal, "mask_kind": sample.mask_kind})
         if progress is not None:
             progress()
 

@@ -150,8 +150,8 @@ def _synthetic(store: RunStore, job: Job) -> SyntheticSet:
 
 
 def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, Any]:
-    """Carry 'random weights' of the generator, and the columns its provenance asks for (`row_tags`,
-    e.g. which preset produced the images), into every downstream row."""
+    """Carry 'random weights' of the generator, the columns its provenance asks for (`row_tags`, e.g.
+    which preset produced the images) and box-shaped synthetic masks into every downstream row."""
     extra = {}
     for dep in job.deps:
         marker = store.path(dep) / "DONE.json"
@@ -160,6 +160,8 @@ def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, An
             if prov.get("random_weights"):
                 extra["generator_weights"] = "random"
             extra.update({str(k): str(v) for k, v in (prov.get("row_tags") or {}).items()})
+        if (store.path(dep) / "index.csv").is_file() and "box" in SyntheticSet(store.path(dep)).mask_kinds:
+            extra["synthetic_masks"] = "box"
     return extra
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from acbench.report.tables import MEAN_ROW, MetricTable, cell_parts
 
 RANDOM_NOTE = "† random weights — not comparable"
+BOX_NOTE = "‡ synthetic masks are boxes — pixel metrics against box labels are not comparable"
 
 
 @dataclass
@@ -46,7 +47,8 @@ RANKING_NOTE = ("best in bold, second underlined only where a paired bootstrap (
 
 def metric_grid(table: MetricTable) -> Grid:
     labels = list(table.mean.columns)
-    header = ["category"] + [f"{lb} †" if lb in table.random else lb for lb in labels]
+    header = ["category"] + [lb + (" †" if lb in table.random else "") + (" ‡" if lb in table.boxes else "")
+                             for lb in labels]
     rows = []
     for row in table.mean.index:
         ranks = table.ranks(row)
@@ -69,6 +71,8 @@ def metric_grid(table: MetricTable) -> Grid:
         notes.append(RANKING_NOTE)
     if table.random:
         notes.append(RANDOM_NOTE)
+    if table.boxes:
+        notes.append(BOX_NOTE)
     return Grid(table.title, header, rows, notes, rule_before_last=MEAN_ROW in table.mean.index)
 
 
@@ -96,6 +100,7 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "✓": r"\checkmark",
                   "✗": r"$\times$", "†": r"\textsuperscript{\dag}", "—": "---", "–": "--", "×": r"$\times$",
+                  "‡": r"\textsuperscript{\ddag}",
                   "ρ": r"$\rho$", "τ": r"$\tau$", "≥": r"$\geq$", "Δ": r"$\Delta$"}
 
 

@@ -34,6 +34,9 @@ DISPLAY_NAMES = {
     "pixel_f1max": "pixel F1-max", "aupro": "AUPRO", "accuracy": "accuracy",
 }
 
+#: Metrics scored against pixel masks: rows whose synthetic masks are boxes (`synthetic_masks: box`) get a mark.
+PIXEL_METRICS = {"pixel_auroc", "pixel_ap", "pixel_f1max", "aupro", "mask_precision", "mask_recall"}
+
 DOWNSTREAM_SCOPES = {"image", "pixel", "classification"}
 NO_METHOD = "none"
 
@@ -138,6 +141,13 @@ def random_labels(frame: pd.DataFrame) -> set[str]:
         if not frame.empty and col in frame.columns:
             labels |= set(frame.loc[frame[col].astype(str) == "random", "label"])
     return labels
+
+
+def box_labels(frame: pd.DataFrame) -> set[str]:
+    """Method labels whose synthetic masks are boxes (a SyntheticSet with `mask_kind: box`)."""
+    if frame.empty or "synthetic_masks" not in frame.columns:
+        return set()
+    return set(frame.loc[frame["synthetic_masks"].astype(str) == "box", "label"])
 
 
 def weights_used(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from acbench.report.load import PERCENT_METRICS, arrow, display_name, metric_direction, random_labels
+from acbench.report.load import (PERCENT_METRICS, PIXEL_METRICS, arrow, box_labels, display_name, metric_direction,
+                                 random_labels)
 
 MEAN_ROW = "mean"
 #: A ranking needs at least this many paired units (seeds in a category row; categories x seeds in the mean
@@ -38,6 +39,7 @@ class MetricTable:
     split: dict[str, str] = field(default_factory=dict)  # SPLIT_COLUMNS values of this table
     #: row -> the paired units behind it (index: seed, or (category, seed) for the mean row; columns: labels)
     units: dict[str, pd.DataFrame] = field(default_factory=dict)
+    boxes: set[str] = field(default_factory=set)  # labels trained / scored on box masks (pixel metrics only)
 
     @property
     def key(self) -> str:
@@ -146,6 +148,7 @@ def _one_table(part: pd.DataFrame, metric: str, detector: str) -> MetricTable:
         count=frame_of(grouped.count(), seed_means.count()),
         random=random_labels(part),  # only the rows of this table: a random detector taints its own tables
         units=_units(per_seed, cats, labels),
+        boxes=box_labels(part) if metric in PIXEL_METRICS else set(),
     )
 
 
@@ -225,4 +228,6 @@ def table_frame(table: MetricTable) -> pd.DataFrame:
     out.insert(0, "metric", table.metric)
     out["higher_is_better"] = table.direction
     out["random_weights"] = out["method"].isin(table.random)
+    if table.boxes:
+        out["box_masks"] = out["method"].isin(table.boxes)
     return out[out["mean"].map(lambda v: not (isinstance(v, float) and math.isnan(v)))]

@@ -8,6 +8,7 @@ cross-attention. The caller composites the decoded image back onto the normal pi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -49,12 +50,19 @@ def token_span(slots: torch.Tensor, include_bos: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def inpaint(base: DiffusionBase, vectors: torch.Tensor, normals: torch.Tensor, masks: torch.Tensor, steps: int,
-            eta: float, guidance: float, aar: AARConfig, generator: torch.Generator) -> torch.Tensor:
-    """Decoded images in [-1, 1] with an anomaly generated inside `masks` of `normals` ([-1, 1], [B,3,R,R])."""
+            eta: float, guidance: float, aar: AARConfig, generator: torch.Generator, *,
+            template: str = GENERATION_TEMPLATE, latent_masks: torch.Tensor | None = None, final_blend: bool = True,
+            on_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Decoded images in [-1, 1] with an anomaly generated inside `masks` of `normals` ([-1, 1], [B,3,R,R]).
+
+    `latent_masks` replaces the bilinear downsampling of `masks`; `final_blend=False` decodes the last
+    latent as it is (no re-composite with the clean normal latent); `on_step(t, z, noised_normal)` sees
+    every blended latent before the UNet does.
+    """
     device = base.device
     z0 = base.encode(normals)
-    m = latent_mask(masks, z0.shape[-1]).to(device, z0.dtype)
-    cond, slots = conditioning(base, vectors)
+    m = (latent_mask(masks, z0.shape[-1]) if latent_masks is None else latent_masks).to(device, z0.dtype)
+    cond, slots = conditioning(base, vectors, template)
     uncond = base.empty_prompt_states(len(z0)) if guidance != 1.0 else None
     state = AARState(span=token_span(slots, aar.include_bos), mode=aar.mode)  # type: ignore[arg-type]
     install_aar(base.unet, state)
@@ -65,6 +73,8 @@ def inpaint(base: DiffusionBase, vectors: torch.Tensor, normals: torch.Tensor, m
     for t in sampler.timesteps:
         noised_normal = base.noise_scheduler.add_noise(z0, _randn(z0.shape, generator, device, z0.dtype), t[None])
         z = m * z + (1 - m) * noised_normal
+        if on_step is not None:
+            on_step(t, z, noised_normal)
         reference = z if aar.reference == "latent" else x0_pred
         state.weights = (aar_weights(reference, z0, m, int(t), steps, aar.max_weight)
                          if aar.enabled and reference is not None else None)
@@ -73,7 +83,7 @@ def inpaint(base: DiffusionBase, vectors: torch.Tensor, normals: torch.Tensor, m
                            variance_noise=_randn(z0.shape, generator, device, z0.dtype) if eta > 0 else None)
         z, x0_pred = out.prev_sample, out.pred_original_sample
     state.weights = None
-    return base.decode(m * z + (1 - m) * z0)
+    return base.decode(m * z + (1 - m) * z0 if final_blend else z)
 
 
 def _predict(base, z, t, cond, uncond, guidance, state: AARState):
