@@ -142,6 +142,7 @@ class ExecutorConfig(Strict):
     address: str | None = None
     gpus_per_job: float = 0
     cpus_per_job: float = 1
+    workers: int = Field(1, ge=1, description="kind local: jobs run side by side in this many worker processes")
     partition: str | None = Field(None, description="SLURM partition (kind: slurm)")
     time: str | None = Field(None, description="SLURM time limit per job, e.g. '04:00:00' (kind: slurm)")
     options: dict[str, Any] = Field(default_factory=dict)

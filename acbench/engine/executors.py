@@ -133,6 +133,10 @@ class DependencyScheduler(ABC):
 def make_executor(protocol: Protocol, device: str):
     """The executor a protocol asks for (`executor.kind`); `device` is used by the local one."""
     cfg = protocol.executor
+    if cfg.kind == "local" and cfg.workers > 1:
+        from acbench.engine.pool_executor import PoolExecutor
+
+        return PoolExecutor(device, cfg.workers)
     if cfg.kind == "local":
         return LocalExecutor(device)
     if cfg.kind == "ray":
