@@ -20,7 +20,7 @@ from acbench.data.io import atomic_write
 from acbench.engine.executors import make_executor
 from acbench.engine.plan import Job, plan
 from acbench.engine.preflight import preflight
-from acbench.engine.stages import resolve_device, study_categories
+from acbench.engine.stages import study_categories, study_device
 from acbench.engine.store import RunStore
 from acbench.engine.worker import JobOutcome, attach_file_log, detach_file_log, disk_full_error, job_log_path
 from acbench.protocol import Protocol
@@ -95,7 +95,8 @@ def _device_info(device: str) -> dict[str, str]:
     if device.startswith("cuda"):
         import torch
 
-        info["gpu"] = torch.cuda.get_device_name(0)
+        if torch.cuda.is_available():  # a Ray or SLURM driver may have no GPU itself
+            info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
@@ -146,9 +147,9 @@ def _run_locked(protocol: Protocol, store: RunStore, source: str | None, fail_fa
 
     progress = progress or NullProgress()
     started = time.time()
-    device = resolve_device(protocol.executor.device)
+    device = study_device(protocol)
     categories = study_categories(protocol)
-    jobs = plan(protocol, categories)
+    jobs = plan(protocol, categories, device)
     preflight(protocol, categories)
     executor = make_executor(protocol, device)  # a missing optional backend is reported before any work
     if on_plan:

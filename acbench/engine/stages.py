@@ -37,6 +37,30 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def study_device(protocol: Protocol) -> str:
+    """The one device every job of a study runs on, decided here, before any job starts.
+
+    `auto` is resolved once, on this machine, and the result is handed to every job (and is part of
+    every job hash), so a job never quietly computes on another device than the plan says. Ray hides
+    the GPUs from a task that asks for none (`gpus_per_job: 0`): `auto` there would mean CPU in the
+    workers and CUDA here, so it is refused on a machine that has GPUs.
+    """
+    cfg = protocol.executor
+    if cfg.device != "auto":
+        return cfg.device
+    if cfg.kind == "local":
+        return resolve_device("auto")
+    if cfg.gpus_per_job > 0:
+        return "cuda"
+    import torch
+
+    if cfg.kind == "ray" and torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        raise UserError("executor.device: 'auto' with gpus_per_job: 0 would run the Ray jobs on the CPU (Ray hides "
+                        "the GPUs from them) although this machine has GPUs; set gpus_per_job (e.g. 1) or "
+                        "device: cpu")
+    return "cpu"
+
+
 def seed_everything(seed: int) -> None:
     import torch
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -66,6 +67,7 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
     started = time.time()
     try:
         device = resolve_device(device)
+        _check_device(device)
         log.info("job %s started on %s", job.id, device)
         execute_job(protocol, store, job, device, progress)
         seconds = time.time() - started
@@ -75,6 +77,17 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
         return _failure(store, job, exc, time.time() - started)
     finally:
         detach_file_log(handler)
+
+
+def _check_device(device: str) -> None:
+    """A job planned on a GPU never falls back to the CPU of a worker that sees none."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"the study runs on '{device}' but this worker sees no GPU (CUDA_VISIBLE_DEVICES="
+                            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r}); give the jobs GPUs "
+                            "(executor.gpus_per_job) or set executor.device: cpu")
 
 
 def _failure(store: RunStore, job: Job, exc: Exception, seconds: float) -> JobOutcome:
