@@ -22,6 +22,7 @@ from acbench.data.mvtec import load_category, resolve_categories
 from acbench.engine.plan import NO_METHOD, Job
 from acbench.engine.store import RunStore
 from acbench.errors import UserError
+from acbench.masks.base import fallback_counts, reset_fallbacks
 from acbench.protocol import Protocol
 from acbench.synthesis import GenerationRequest, SyntheticSet, write_synthetic_set
 
@@ -161,11 +162,18 @@ def _generate(protocol: Protocol, store: RunStore, job: Job, tmp: Path, device: 
             request = GenerationRequest(atype, per_type, job.seed, fit_dir=fit_dir, device=device)
             yield from synth.generate(data, request)
 
+    reset_fallbacks()
     count = write_synthetic_set(tmp, samples(), data.category, job.method, job.seed, progress=tick)
     if count == 0:
         raise UserError(f"method '{job.method}' produced an empty synthetic set for category "
                         f"'{job.category}'; check its options")
-    info = {"provenance": synth.provenance(), "pairs": count}
+    # a type with too few real anomalies for the split (k = 0) has nothing to learn from: not generated
+    not_generated = sorted(set(data.eval_anomalies) - set(data.synthesis))
+    if not_generated:
+        log.warning("%s: types %s have no synthesis example (too few real anomalies for the split); "
+                    "they are evaluated but not generated", data.category, ", ".join(not_generated))
+    info = {"provenance": synth.provenance(), "pairs": count, "fallbacks": fallback_counts(),
+            "types_not_generated": not_generated}
     return [], info
 
 
@@ -173,15 +181,24 @@ def _synthetic(store: RunStore, job: Job) -> SyntheticSet:
     return SyntheticSet(store.path(job.deps[0]))
 
 
+#: Fallbacks of the generate job carried into the rows built on its pairs (column: count).
+FALLBACK_COLUMNS = {"fallback_mask": "n_fallback_masks", "whole_image_foreground": "n_whole_image_foreground"}
+
+
 def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, Any]:
-    """Carry 'random weights' of the generator into every downstream row."""
+    """Carry 'random weights' of the generator, and how many of its masks were fallbacks, into every
+    downstream row."""
     extra = {}
     for dep in job.deps:
         marker = store.path(dep) / "DONE.json"
         if marker.is_file():
-            prov = json.loads(marker.read_text()).get("provenance", {})
-            if prov.get("random_weights"):
+            info = json.loads(marker.read_text())
+            if info.get("provenance", {}).get("random_weights"):
                 extra["generator_weights"] = "random"
+            if "fallbacks" in info:
+                extra.update({column: int(info["fallbacks"].get(kind, 0))
+                              for kind, column in FALLBACK_COLUMNS.items()})
+                extra["types_not_generated"] = ";".join(info.get("types_not_generated", []))
     return extra
 
 
