@@ -11,6 +11,7 @@ os.environ.setdefault("ACBENCH_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+from detector_helpers import check_saved_outputs
 
 from acbench.data.demo import DEFECTS
 from acbench.data.io import load_rgb
@@ -78,9 +79,8 @@ def test_rows_carry_the_protocol_columns(trained):
 
 
 def test_raw_outputs_recompute_the_metrics_and_never_hold_synthesis_images(trained, brick):
-    from acbench.detectors.metrics import detection_metrics
-
     rows, workdir = trained["real"]
+    check_saved_outputs(workdir, brick, rows, 64)
     with (workdir / "predictions.csv").open() as fh:
         predictions = list(csv.DictReader(fh))
     files = [brick.root / p["file"] for p in predictions]
@@ -88,12 +88,7 @@ def test_raw_outputs_recompute_the_metrics_and_never_hold_synthesis_images(train
     synthesis = {p.resolve() for p in brick.synthesis_files()}
     assert synthesis and not synthesis & {f.resolve() for f in files}
     saved = np.load(workdir / "anomaly_maps.npz")
-    assert saved["maps"].shape == (len(files), 64, 64) and list(saved["files"]) == [p["file"] for p in predictions]
-    labels = np.array([int(p["label"]) for p in predictions])
-    scores = np.array([float(p["score"]) for p in predictions])
-    again = detection_metrics(labels, scores, saved["masks"], saved["maps"])
-    assert again["pixel_ap"] == pytest.approx(rows["pixel_ap"].value, abs=1e-6)
-    assert again["image_auroc"] == pytest.approx(rows["image_auroc"].value, abs=1e-6)
+    assert saved["maps"].shape == (len(files), 64, 64)
 
 
 def test_select_on_test_marks_rows(brick, tmp_path):

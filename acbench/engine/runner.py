@@ -22,7 +22,14 @@ from acbench.engine.plan import Job, plan
 from acbench.engine.preflight import preflight
 from acbench.engine.stages import study_categories, study_device
 from acbench.engine.store import RunStore
-from acbench.engine.worker import JobOutcome, attach_file_log, detach_file_log, disk_full_error, job_log_path
+from acbench.engine.worker import (
+    JobOutcome,
+    attach_file_log,
+    detach_file_log,
+    disk_full_error,
+    job_log_path,
+    job_threads,
+)
 from acbench.protocol import Protocol
 
 log = logging.getLogger("acbench")
@@ -117,7 +124,7 @@ def _manifest(protocol: Protocol, source: str | None, device: str, jobs: list[Jo
         "split": protocol.dataset.split.model_dump(), "weights_policy": protocol.weights,
         "jobs": len(jobs), "plan": [{"id": j.id, "stage": j.stage, "hash": j.hash, "deps": list(j.deps)}
                                     for j in jobs],
-        "executor": protocol.executor.model_dump(mode="json"),
+        "executor": protocol.executor.model_dump(mode="json"), "threads_per_job": job_threads(protocol),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "command": " ".join(sys.argv),
     }

@@ -107,12 +107,19 @@ def execute_job(protocol: Protocol, store: RunStore, job: Job, device: str = "cp
         rows, info = STAGES[job.stage](protocol, store, job, tmp, device, progress)
         # Timings feed the cost estimates of later plans (`acbench plan`).
         info = {**info, "seconds": round(time.perf_counter() - started, 3), "device": device,
+                "threads": _threads(),
                 "peak_gpu_gb": _gpu_peak_gb(device), "cost_key": job.params.get("cost_key", job.stage)}
         context = _context(protocol, job)
         store.commit(job, tmp, [{**context, **r} for r in rows], info)
     finally:
         if tmp.exists():  # the job failed before its commit: nothing half-written stays
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _reset_gpu_peak(device: str) -> None:
