@@ -28,7 +28,7 @@ def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _text(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame[column].fillna("").astype(str).replace("nan", "") if column in frame.columns else \
+    return frame[column].map(lambda v: "" if pd.isna(v) else str(v)) if column in frame.columns else \
         pd.Series("", index=frame.index)
 
 
