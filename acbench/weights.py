@@ -2,7 +2,8 @@
 
 Every pretrained network is resolved here, in this order:
 
-1. an explicit local path (protocol option or argument);
+1. an explicit local path (protocol option or argument); a path that was given but does not exist is
+   a `UserError` (a typo must not silently pick up another copy from the cache, or random weights);
 2. the standard caches: `$TORCH_HOME/hub/checkpoints/<exact file name>` for torch-hub files, the
    Hugging Face hub cache for hub ids (`HF_HOME`, `HF_HUB_CACHE`);
 3. a download, only when the network is reachable (never attempted with `HF_HUB_OFFLINE=1` or
@@ -70,8 +71,8 @@ def _check_policy(policy: str) -> None:
         raise UserError(f"weights policy '{policy}' is unknown; use one of {', '.join(POLICIES)}")
 
 
-def _random_or_explicit(name: str, policy: str, explicit: str | Path | None, exists: Callable[[Path], bool],
-                        tried: list[str]) -> Resolution | None:
+def _random_or_explicit(name: str, policy: str, explicit: str | Path | None,
+                        exists: Callable[[Path], bool]) -> Resolution | None:
     """The first steps of every resolution: check the policy, honour `random`, then an explicit path."""
     _check_policy(policy)
     if policy == "random":
@@ -80,7 +81,9 @@ def _random_or_explicit(name: str, policy: str, explicit: str | Path | None, exi
         path = Path(explicit).expanduser()
         if exists(path):
             return Resolution(name, "path", str(path))
-        tried.append(str(path))
+        raise UserError(f"weights '{name}': the path {path} given for them does not exist (or is not a "
+                        f"{'folder' if exists is Path.is_dir else 'file'}); correct it, or remove it to use "
+                        "the standard caches")
     return None
 
 
@@ -88,7 +91,7 @@ def resolve_torch_hub_file(name: str, filename: str, url: str | None, policy: Po
                            explicit: str | Path | None = None) -> Resolution:
     """A torch-hub checkpoint file (AlexNet, VGG, FID-Inception, ResNet …) by its exact file name."""
     tried: list[str] = []
-    early = _random_or_explicit(name, policy, explicit, Path.is_file, tried)
+    early = _random_or_explicit(name, policy, explicit, Path.is_file)
     if early is not None:
         return early
     cached = torch_home() / "hub" / "checkpoints" / filename
@@ -114,7 +117,7 @@ def resolve_hf(name: str, repo_id: str, policy: Policy = "pretrained", explicit:
                subfolder: str | None = None) -> Resolution:
     """A Hugging Face model folder: explicit local folder, the hub cache, or a download."""
     tried: list[str] = []
-    early = _random_or_explicit(name, policy, explicit, Path.is_dir, tried)
+    early = _random_or_explicit(name, policy, explicit, Path.is_dir)
     if early is not None:
         return early
     try:

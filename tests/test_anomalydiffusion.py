@@ -219,14 +219,32 @@ def test_same_seed_same_outputs(brick, fitted):
     assert not all(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=True))
 
 
-@pytest.mark.parametrize("aar", ["on", "off"])
-def test_composited_output_equals_the_normal_image_outside_the_mask(brick, fitted, aar):
-    samples = generate(brick, fitted, 0, adaptive_attention=aar, mask_source={"name": "real-augmented"})
-    for sample in samples:
+def test_composited_output_equals_the_normal_image_outside_the_mask_and_aar_acts_inside(brick, fitted,
+                                                                                       monkeypatch):
+    from acbench_methods.anomalydiffusion import sampling
+
+    weights_seen: list[float] = []  # how far each step's AAR weights are from "no re-weighting"
+    original = sampling.aar_weights
+
+    def spy(*args, **kwargs):
+        w = original(*args, **kwargs)
+        weights_seen.append(float((w - 1).abs().max()))
+        return w
+
+    monkeypatch.setattr(sampling, "aar_weights", spy)
+    runs = {aar: generate(brick, fitted, 0, adaptive_attention=aar, mask_source={"name": "real-augmented"})
+            for aar in ("on", "off")}
+    assert weights_seen and max(weights_seen) > 0  # with AAR on, some step really re-weights attention
+    for sample in runs["on"] + runs["off"]:
         normal = load_rgb(brick.root / sample.source_normal)
         assert sample.image.shape == normal.shape and sample.mask.any()
         assert np.array_equal(sample.image[~sample.mask], normal[~sample.mask])
         assert np.abs(sample.image[sample.mask].astype(int) - normal[sample.mask]).mean() > 1
+    for on, off in zip(runs["on"], runs["off"], strict=True):  # same seed: same normals and masks
+        assert np.array_equal(on.mask, off.mask) and on.source_normal == off.source_normal
+    # AAR changes the generated defect, and only there
+    assert any(not np.array_equal(on.image[on.mask], off.image[off.mask])
+               for on, off in zip(runs["on"], runs["off"], strict=True))
 
 
 def test_a_study_fits_once_for_the_dataset_and_flags_random_weights(tmp_path):

@@ -41,6 +41,7 @@ def test_patchcore_is_deterministic_per_seed(grass, tmp_path):
         return {v.metric: v.value for v in detector.run(grass, None, tmp_path / str(seed), seed=seed)}
 
     assert run(3) == run(3)
+    assert run(4) != run(3)  # the seed reaches the coreset sampling: it is not ignored
 
 
 def test_pretrained_policy_without_file_is_one_user_error(grass, tmp_path):

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from detector_helpers import check_saved_outputs
 
 from acbench.data.demo import DEFECTS
 from acbench.data.io import load_rgb
@@ -21,20 +22,34 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.usefixtures("no_network")
 
 
-@pytest.fixture(scope="module")
-def synthetic(brick, tmp_path_factory):
-    """Pairs painted by the demo's own defect generators (identical in kind to the test defects)."""
+def _identical_kind(brick, root, empty_masks: bool) -> SyntheticSet:
+    """Pairs painted by the demo's own defect generators (identical in kind to the test defects);
+    `empty_masks` keeps the very same images and drops every mask."""
     rng = np.random.default_rng(5)
 
     def samples():
         for atype in sorted(brick.eval_anomalies):
             for i in range(6):
                 image, mask = DEFECTS[atype](load_rgb(brick.normal_train[i]).astype(np.float32) / 255.0, rng)
+                mask = np.zeros_like(mask) if empty_masks else mask
                 yield Sample((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), mask, atype)
 
-    root = tmp_path_factory.mktemp("syn")
     write_synthetic_set(root, samples(), "brick", "identical-kind", 0)
     return SyntheticSet(root)
+
+
+@pytest.fixture(scope="module")
+def synthetic(brick, tmp_path_factory):
+    return _identical_kind(brick, tmp_path_factory.mktemp("syn"), empty_masks=False)
+
+
+@pytest.fixture(scope="module")
+def empty_synthetic(brick, tmp_path_factory):
+    return _identical_kind(brick, tmp_path_factory.mktemp("syn-empty"), empty_masks=True)
+
+
+def _values(rows) -> dict[str, float]:
+    return {name: row.value for name, row in rows.items()}
 
 
 def _check_detection_rows(values, n_synthetic):
@@ -45,12 +60,31 @@ def _check_detection_rows(values, n_synthetic):
     return rows
 
 
-def test_supersimplenet_supervised_trains_on_pairs(brick, synthetic, tmp_path):
-    detector = SuperSimpleNetSupervised({"epochs": 1, "n_synthetic": 6, "samples_per_epoch": 16}, preset="tiny",
-                                        weights="pretrained-or-random")
-    rows = _check_detection_rows(detector.run(brick, synthetic, tmp_path, seed=0), 6)
+def test_supersimplenet_supervised_trains_on_pairs(brick, synthetic, empty_synthetic, tmp_path, monkeypatch):
+    from anomalib.models import Supersimplenet
+
+    seen: list[int] = []  # anomalous mask pixels of every training batch the model is given
+    original = Supersimplenet.training_step
+
+    def spy(self, batch, *args, **kwargs):
+        seen.append(int(batch.gt_mask.sum()))
+        return original(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(Supersimplenet, "training_step", spy)
+
+    def run(pairs, name):
+        detector = SuperSimpleNetSupervised({"epochs": 1, "n_synthetic": 6, "samples_per_epoch": 16},
+                                            preset="tiny", weights="pretrained-or-random")
+        return _check_detection_rows(detector.run(brick, pairs, tmp_path / name, seed=0), 6)
+
+    rows = run(synthetic, "real")
+    assert seen and sum(seen) > 0  # the synthetic masks reach the supervised loss
+    check_saved_outputs(tmp_path / "real", brick, rows, 128)
+    seen.clear()
+    empty = run(empty_synthetic, "empty")
+    assert seen and sum(seen) == 0
+    assert _values(rows) != _values(empty)  # same images, seed and schedule: only the masks differ
     assert rows["aupro"].extra["weights"] == "random" and rows["aupro"].extra["image_size"] == 128
-    assert (tmp_path / "predictions.csv").is_file() and (tmp_path / "anomaly_maps.npz").is_file()
     with pytest.raises(UserError, match="128"):
         SuperSimpleNetSupervised({"image_size": 64}, preset="tiny", weights="random").run(brick, synthetic, tmp_path, 0)
 
@@ -68,11 +102,29 @@ def test_draem_augmenter_pastes_synthetic_regions(brick, synthetic):
     assert not torch.equal(augmented[has_anomaly], clean[has_anomaly])
 
 
-def test_draem_synthetic_end_to_end(brick, synthetic, tmp_path):
-    detector = DraemSynthetic({"epochs": 1, "n_synthetic": 6, "samples_per_epoch": 8}, preset="tiny")
-    rows = _check_detection_rows(detector.run(brick, synthetic, tmp_path, seed=0), 6)
+def test_draem_synthetic_end_to_end(brick, synthetic, empty_synthetic, tmp_path, monkeypatch):
+    pasted: list[int] = []  # anomalous pixels the augmenter produced for each training batch
+    original = SyntheticPairAugmenter.forward
+
+    def spy(self, image):
+        augmented, mask = original(self, image)
+        pasted.append(int(mask.sum()))
+        return augmented, mask
+
+    monkeypatch.setattr(SyntheticPairAugmenter, "forward", spy)
+
+    def run(pairs, name):
+        detector = DraemSynthetic({"epochs": 1, "n_synthetic": 6, "samples_per_epoch": 8}, preset="tiny")
+        return _check_detection_rows(detector.run(brick, pairs, tmp_path / name, seed=0), 6)
+
+    rows = run(synthetic, "real")
+    assert pasted and sum(pasted) > 0  # DRAEM's own Perlin generator was replaced by the pairs
+    check_saved_outputs(tmp_path / "real", brick, rows, 64)
+    pasted.clear()
+    empty = run(empty_synthetic, "empty")
+    assert pasted and sum(pasted) == 0
+    assert _values(rows) != _values(empty)
     assert rows["aupro"].extra["weights"] == "from-scratch"
-    assert not (tmp_path / "dtd-unused").exists()
 
 
 def test_resnet_classifier_accuracy_over_all_real_anomalies(brick, synthetic, tmp_path):

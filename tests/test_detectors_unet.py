@@ -11,6 +11,7 @@ os.environ.setdefault("ACBENCH_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
+from detector_helpers import check_saved_outputs
 
 from acbench.data.demo import DEFECTS
 from acbench.data.io import load_rgb
@@ -78,9 +79,8 @@ def test_rows_carry_the_protocol_columns(trained):
 
 
 def test_raw_outputs_recompute_the_metrics_and_never_hold_synthesis_images(trained, brick):
-    from acbench.detectors.metrics import detection_metrics
-
     rows, workdir = trained["real"]
+    check_saved_outputs(workdir, brick, rows, 64)
     with (workdir / "predictions.csv").open() as fh:
         predictions = list(csv.DictReader(fh))
     files = [brick.root / p["file"] for p in predictions]
@@ -88,19 +88,31 @@ def test_raw_outputs_recompute_the_metrics_and_never_hold_synthesis_images(train
     synthesis = {p.resolve() for p in brick.synthesis_files()}
     assert synthesis and not synthesis & {f.resolve() for f in files}
     saved = np.load(workdir / "anomaly_maps.npz")
-    assert saved["maps"].shape == (len(files), 64, 64) and list(saved["files"]) == [p["file"] for p in predictions]
-    labels = np.array([int(p["label"]) for p in predictions])
-    scores = np.array([float(p["score"]) for p in predictions])
-    again = detection_metrics(labels, scores, saved["masks"], saved["maps"])
-    assert again["pixel_ap"] == pytest.approx(rows["pixel_ap"].value, abs=1e-6)
-    assert again["image_auroc"] == pytest.approx(rows["image_auroc"].value, abs=1e-6)
+    assert saved["maps"].shape == (len(files), 64, 64)
 
 
-def test_select_on_test_marks_rows(brick, tmp_path):
+def test_select_on_test_reports_the_best_epoch_and_marks_rows(brick, tmp_path, monkeypatch):
+    from acbench.detectors import unet
+    from acbench.detectors.metrics import detection_metrics
+
+    per_epoch = []  # the test-set metrics of every epoch, computed here from the maps the selection saw
+    original = unet.predict
+
+    def spy(model, images, device):
+        maps, scores = original(model, images, device)
+        evalset = load_eval_set(brick, 64)
+        per_epoch.append(detection_metrics(evalset.labels, scores, evalset.masks.numpy(), maps))
+        return maps, scores
+
+    monkeypatch.setattr(unet, "predict", spy)
     synthetic = identical_kind_set(brick, tmp_path / "syn", False, per_type=3)
-    detector = UnetLocalization({"select_on_test": True, "epochs": 2, "synthetic_ratio": 0.25}, preset="tiny")
+    detector = UnetLocalization({"select_on_test": True, "epochs": 3, "synthetic_ratio": 0.25}, preset="tiny")
     rows = _rows(detector.run(brick, synthetic, tmp_path / "work", seed=1))
-    assert rows["aupro"].extra["selection"] == "test" and rows["aupro"].extra["best_epoch"] in (1, 2)
+    assert len(per_epoch) == 3  # one evaluation per epoch, none after the last
+    totals = [m["image_auroc"] + m["pixel_auroc"] + m["pixel_ap"] + m["aupro"] for m in per_epoch]
+    best = int(np.argmax(totals))
+    assert rows["aupro"].extra["selection"] == "test" and rows["aupro"].extra["best_epoch"] == best + 1
+    assert {k: r.value for k, r in rows.items()} == pytest.approx(per_epoch[best], abs=1e-9)
     assert rows["aupro"].extra["synthetic_ratio"] == 0.25 and rows["aupro"].extra["n_synthetic"] == 9
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,6 +76,54 @@ def test_fast_equals_reference_loop_with_empty_single_and_capped_clusters(alex, 
     assert fast.score == pytest.approx(reference.score, abs=1e-5)
     assert fast.score_nonzero == pytest.approx(reference.score_nonzero, abs=1e-5)
     assert fast.score > 0
+
+
+def _independent_loop(generated, refs, variant, model, seed):
+    """DFMGAN's `compute_clpips` / the AnomalyDiffusion script written out inline: nearest reference by a
+    plain comparison loop, the cap applied as images arrive (or a seeded subsample), pair means, and the
+    variant's aggregation. Shares nothing with acbench.metrics.ic_lpips but the variant's constants."""
+    clusters = [[] for _ in refs]
+    with torch.no_grad():
+        for index, image in enumerate(generated):
+            best, best_d = 0, float("inf")
+            for j, ref in enumerate(refs):
+                d = float(model(image[None], ref[None]))
+                if d < best_d or (variant.ties == "last" and d == best_d):
+                    best, best_d = j, d
+            if variant.cap_policy == "random" or len(clusters[best]) < variant.cap:
+                clusters[best].append(index)
+        if variant.cap_policy == "random":
+            clusters = [c if len(c) <= variant.cap else
+                        sorted(int(i) for i in np.random.default_rng([seed, j]).permutation(c)[:variant.cap])
+                        for j, c in enumerate(clusters)]
+        scores = []
+        for members in clusters:
+            pairs = [(a, b) for a in members for b in members if a != b]
+            scores.append(sum(float(model(generated[a][None], generated[b][None])) for a, b in pairs) / len(pairs)
+                          if pairs else None)
+    if variant.singletons == "zero":
+        headline = sum(s or 0.0 for s in scores) / len(scores)
+    else:
+        kept = [s for s in scores if s is not None]
+        headline = sum(kept) / len(kept)
+    nonzero = [s for s in scores if s]
+    return [len(c) for c in clusters], headline, sum(nonzero) / len(nonzero)
+
+
+@pytest.mark.parametrize("variant_name", ["dfmgan", "anomalydiffusion"])
+def test_fast_path_equals_an_independent_loop_with_ties_and_caps(alex, vgg, variant_name):
+    base = DFMGAN if variant_name == "dfmgan" else ANOMALYDIFFUSION
+    variant = dataclasses.replace(base, cap=3)
+    model = alex if base.net == "alex" else vgg
+    refs, generated = _clustered_set(32)
+    refs = torch.cat([refs[:1], refs[:1], refs[1:3]])  # reference 1 duplicates 0: every tie is decided by the rule
+    sizes, headline, nonzero = _independent_loop(generated, refs, variant, model, seed=5)
+    fast = ic_lpips(generated, refs, variant, LpipsFeatures(model), seed=5, batch_size=4)
+    # seven images near reference 0/1 (capped at 3), one near 2, three near 3
+    assert sizes == ([3, 0, 1, 3] if variant.ties == "first" else [0, 3, 1, 3])
+    assert fast.cluster_sizes == sizes
+    assert fast.score == pytest.approx(headline, abs=1e-5)
+    assert fast.score_nonzero == pytest.approx(nonzero, abs=1e-5)
 
 
 def test_small_feature_cache_recomputes_the_same_values(alex):

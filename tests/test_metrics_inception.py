@@ -1,4 +1,4 @@
-"""IS against torch-fidelity's own ISC on the same weights; FID and KID behaviour on small sets."""
+"""IS, FID and KID against torch-fidelity on the same weights; FID and KID behaviour on small sets."""
 
 from __future__ import annotations
 
@@ -123,6 +123,34 @@ def test_fid_of_a_set_against_itself_is_zero_and_grows_with_noise(tmp_path, pret
     strong_fid = fid.score_sets(folder_sets(strong), folder_sets(real))[0].value
     assert abs(self_fid) < 1e-3 * strong_fid
     assert self_fid < slight_fid < strong_fid
+
+
+def test_fid_equals_torch_fidelity_fid(tmp_path, inception_file, pretrained_home):
+    """The same weights file, the same two folders: acbench's FID is torch-fidelity's."""
+    _, weights = inception_file
+    real = _write_images(tmp_path / "real", 12, seed=4)
+    gen = _write_images(tmp_path / "gen", 11, seed=5, noise=30)
+    ours = Fid(weights="pretrained").score_sets(folder_sets(gen), folder_sets(real))[0].value
+    want = torch_fidelity.calculate_metrics(input1=str(gen), input2=str(real), fid=True, cuda=False,
+                                            feature_extractor_weights_path=str(weights), verbose=False,
+                                            cache=False, save_cpu_ram=True)["frechet_inception_distance"]
+    assert want > 1.0
+    assert ours == pytest.approx(want, rel=1e-3)
+
+
+def test_kid_equals_torch_fidelity_kid_when_every_subset_is_the_whole_set(tmp_path, inception_file,
+                                                                           pretrained_home):
+    """Equal set sizes make every subset the whole set, so both libraries' random subsets agree."""
+    _, weights = inception_file
+    real = _write_images(tmp_path / "real", 8, seed=6)
+    gen = _write_images(tmp_path / "gen", 8, seed=7, noise=40)
+    ours = Kid(weights="pretrained").score_sets(folder_sets(gen), folder_sets(real))[0].value
+    want = torch_fidelity.calculate_metrics(input1=str(gen), input2=str(real), kid=True, kid_subset_size=8,
+                                            kid_subsets=3, cuda=False, feature_extractor_weights_path=str(weights),
+                                            verbose=False, cache=False, save_cpu_ram=True)
+    mean, std = want["kernel_inception_distance_mean"], want["kernel_inception_distance_std"]
+    assert mean > 0 and std < 1e-4 * mean, (mean, std)  # only summation order differs between subsets
+    assert ours == pytest.approx(mean, rel=1e-3)
 
 
 def test_kid_adapts_the_subset_size_and_is_reproducible(tmp_path, pretrained_home):

@@ -81,7 +81,9 @@ def test_ic_lpips_plugin_rows(tmp_path, empty_home):
     assert set(by) == {(m, t) for m in ("ic_lpips", "ic_lpips_nonzero") for t in ("crack", "hole", "")}
     row = by[("ic_lpips", "")]
     assert row.value == pytest.approx((by[("ic_lpips", "crack")].value + by[("ic_lpips", "hole")].value) / 2)
-    assert row.extra == {"variant_of_metric": "dfmgan", "weights": "random", "n_generated": 8, "n_reference": 6}
+    assert row.extra == {"variant_of_metric": "dfmgan", "weights": "random", "n_generated": 8, "n_reference": 6,
+                         "n_types": 2, "n_types_skipped": 0}
+    assert by[("ic_lpips", "crack")].extra["references"] == "own"
     assert len(SyntheticSet(gen)) == 8
 
 

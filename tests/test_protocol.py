@@ -85,5 +85,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
 
 def test_shipped_demo_protocol_validates():
     root = Path(__file__).resolve().parent.parent
-    protocol = load_protocol(root / "protocols" / "demo.yaml")
+    protocol = load_protocol(root / "protocols" / "demo.yaml")  # through the registry (parse_protocol)
     assert protocol.dataset.kind == "demo"
+    assert protocol.methods and protocol.detectors and protocol.metrics
+    assert all("mask_source" in m.options for m in protocol.methods if m.name == "anomalydiffusion")  # defaults

@@ -1,11 +1,13 @@
 """Every protocol in protocols/ is documented, validates structurally, and names real plugins.
 
 Structure is checked with the pydantic models now; plugin names and their options are checked
-through the registry when the plugins are installed (a skip names the missing plugin otherwise).
+through the registry. A plugin this project ships (an entry point in pyproject.toml) must load: its
+absence fails the test; only a third-party plugin that is not installed is a skip.
 """
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from pydantic import ValidationError
 from acbench import registry
 from acbench.protocol import Protocol, parse_protocol
 
-PROTOCOLS = sorted((Path(__file__).resolve().parents[1] / "protocols").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+PROTOCOLS = sorted((REPO / "protocols").glob("*.yaml"))
 ENV_ROOTS = ("MVTEC_ROOT", "VISA_ROOT", "MPDD_ROOT", "BTAD_ROOT", "MTD_ROOT", "MVTEC3D_ROOT", "REALIAD_ROOT",
              "MVTEC_AD2_ROOT", "DTD_ROOT", "REALNET_SDAS_MVTEC", "REALNET_SDAS_VISA")
 # protocol -> (dataset.kind, number of categories) of each dataset's full study
@@ -86,18 +89,30 @@ def test_full_protocols_follow_the_literature():
     assert [m.options["ablation"] for m in ablation.methods] == ["full", "no_csm", "no_asea", "no_sga"]
 
 
-def _missing_plugins(raw: dict) -> list[str]:
+def _built_in(kind: str) -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return set(project["entry-points"].get(f"acbench.{kind}", {}))
+
+
+def _missing_plugins(raw: dict, built_in: bool) -> list[str]:
     wanted = [("methods", m["name"]) for m in raw.get("methods", [])]
     wanted += [("detectors", d["name"]) for d in raw.get("detectors", [])]
     wanted += [("metrics", m) for m in raw.get("metrics", [])]
-    return sorted({f"{kind[:-1]} '{name}'" for kind, name in wanted if name not in registry.names(kind)})
+    return sorted({f"{kind[:-1]} '{name}'" for kind, name in wanted
+                   if name not in registry.names(kind) and (name in _built_in(kind)) == built_in})
+
+
+def test_built_in_plugins_are_the_registered_ones():
+    for kind in ("methods", "detectors", "metrics", "masks"):
+        assert _built_in(kind) and _built_in(kind) <= set(registry.names(kind)), kind
 
 
 @pytest.mark.parametrize("path", PROTOCOLS, ids=lambda p: p.stem)
 def test_protocol_plugins_and_options_validate(path):
     raw = _raw(path)
-    missing = _missing_plugins(raw)
+    assert _missing_plugins(raw, built_in=True) == []  # a broken entry point of ours is a failure
+    missing = _missing_plugins(raw, built_in=False)
     if missing:
-        pytest.skip(f"{path.name}: plugin(s) not installed yet: {', '.join(missing)}")
+        pytest.skip(f"{path.name}: third-party plugin(s) not installed: {', '.join(missing)}")
     protocol = parse_protocol(raw, source=str(path))  # names through the registry, options by each Options
     assert protocol.name == path.stem

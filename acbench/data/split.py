@@ -1,8 +1,13 @@
 """The literature's few-shot split of real anomalies (AnomalyDiffusion, AnomalyControl).
 
-Per category and defect type, files sorted by name: the first k = floor(n * fraction) go to
-synthesis (training and IC-LPIPS references), the remaining n - k to evaluation, together with
-all normal test images. No image is on both sides.
+Per category and defect type, files in natural name order ('2.png' before '10.png'): the first
+k = floor(n * fraction) go to synthesis (training and IC-LPIPS references), the remaining n - k to
+evaluation, together with all normal test images. No image is on both sides. `order: random`
+shuffles with `seed` first (the same seed gives the same split).
+
+A type with fewer than 3 images (for one third; 1/fraction in general) gets k = 0: it has no
+synthesis example, so methods do not generate it, while detectors are evaluated on all its images.
+The study records it (`types_not_generated` in the rows, the report's caveats).
 
 `legacy_overlap` reproduces the released AnomalyDiffusion code, which trains on indices 0..k
 *inclusive* while testing from k: image k is on both sides. Only for exact comparison with

@@ -194,9 +194,15 @@ def write_raw_outputs(workdir: Path, evalset: EvalSet, scores: np.ndarray, maps:
         atomic_write(workdir / "anomaly_maps.npz", write_npz)
 
 
+OMITTED = "ground-truth masks all empty or all full: pixel metric undefined"
+
+
 def metric_rows(values: dict[str, float], extra: dict[str, Any]) -> list[MetricValue]:
+    """One row per metric; an undefined (NaN) pixel metric keeps its row, marked `omitted`."""
     scope = {"image_auroc": "image", "image_ap": "image", "image_f1max": "image", "accuracy": "classification"}
-    return [MetricValue(name, value, scope.get(name, "pixel"), "", dict(extra)) for name, value in values.items()]
+    return [MetricValue(name, value, scope.get(name, "pixel"), "",
+                        {**extra, **({"omitted": OMITTED} if np.isnan(value) else {})})
+            for name, value in values.items()]
 
 
 def resolve_device(device: str) -> torch.device:

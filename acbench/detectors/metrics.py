@@ -45,6 +45,8 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray 
     labels: (N,) 0 normal / 1 anomalous; scores: (N,) higher = more anomalous;
     masks: (N, H, W) bool ground truth; maps: (N, H, W) anomaly maps at the mask resolution.
     AUPRO is normalised to [0, 1] over FPR [0, fpr_limit] (MVTec convention, limit 0.3).
+    Ground-truth masks that are all empty (or all full) leave the pixel metrics undefined: they are
+    NaN (rows marked `omitted`), never silently missing.
     """
     labels = np.asarray(labels).astype(np.int64).ravel()
     if len(np.unique(labels)) != 2:
@@ -64,6 +66,8 @@ def detection_metrics(labels: np.ndarray, scores: np.ndarray, masks: np.ndarray 
         metric = objects[name]
         metric.update(batch)
         out[name] = float(metric.compute())
+    if masks is not None and maps is not None:
+        out = {**out, **{name: float("nan") for name in PIXEL_METRICS if name not in out}}
     return out
 
 

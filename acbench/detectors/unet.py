@@ -8,7 +8,6 @@ anomalib has no "discriminative-only" model, hence the own training loop.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -193,12 +192,11 @@ class _BestOnTest:
         self.score, self.epoch = -np.inf, -1
         self.maps: np.ndarray | None = None
         self.scores: np.ndarray | None = None
-        self.state: dict | None = None
 
     def update(self, epoch: int, model: torch.nn.Module) -> None:
         maps, scores = predict(model, self.evalset.images, self.device)
         m = detection_metrics(self.evalset.labels, scores, self.evalset.masks.numpy(), maps)
-        total = m["image_auroc"] + m["pixel_auroc"] + m["pixel_ap"] + m["aupro"]
+        # undefined pixel metrics (all-empty masks) count 0: the selection then rests on image AUROC
+        total = float(np.nansum([m["image_auroc"], m["pixel_auroc"], m["pixel_ap"], m["aupro"]]))
         if total > self.score:
             self.score, self.epoch, self.maps, self.scores = total, epoch, maps, scores
-            self.state = copy.deepcopy(model.state_dict())

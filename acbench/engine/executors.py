@@ -131,7 +131,7 @@ class DependencyScheduler(ABC):
 
 
 def make_executor(protocol: Protocol, device: str):
-    """The executor a protocol asks for (`executor.kind`); `device` is used by the local one."""
+    """The executor a protocol asks for (`executor.kind`); every job runs on `device` (`study_device`)."""
     cfg = protocol.executor
     if cfg.kind == "local" and cfg.workers > 1:
         from acbench.engine.pool_executor import PoolExecutor
@@ -142,9 +142,9 @@ def make_executor(protocol: Protocol, device: str):
     if cfg.kind == "ray":
         from acbench.engine.ray_executor import RayExecutor
 
-        return RayExecutor(cfg)
+        return RayExecutor(cfg, device)
     if cfg.kind == "slurm":
         from acbench.engine.slurm_executor import SlurmExecutor
 
-        return SlurmExecutor(cfg)
+        return SlurmExecutor(cfg, device)
     raise UserError(f"executor.kind: '{cfg.kind}' is unknown; use local, ray or slurm")

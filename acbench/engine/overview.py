@@ -11,7 +11,7 @@ from acbench.data.mvtec import scan_category
 from acbench.engine.costs import StageEstimate, estimate, measured_figures
 from acbench.engine.plan import Job, plan
 from acbench.engine.requirements import WeightStatus, check_weights
-from acbench.engine.stages import study_categories
+from acbench.engine.stages import study_categories, study_device
 from acbench.engine.store import RunStore
 from acbench.protocol import Protocol
 
@@ -61,7 +61,7 @@ def images_per_job(protocol: Protocol, jobs: list[Job]) -> dict[str, int]:
 
 def plan_study(protocol: Protocol, out: str | Path | None = None, history: Iterable[Path] = ()) -> StudyPlan:
     out_dir = Path(out or protocol.output_dir())
-    jobs = plan(protocol, study_categories(protocol))
+    jobs = plan(protocol, study_categories(protocol), study_device(protocol))
     store = RunStore(out_dir) if out_dir.is_dir() else None
     done = {j.id for j in jobs if store is not None and store.is_done(j)}
     runs = earlier_runs(out_dir, history)

@@ -31,8 +31,9 @@ def import_ray():
 
 
 class RayExecutor(DependencyScheduler):
-    def __init__(self, config: ExecutorConfig) -> None:
+    def __init__(self, config: ExecutorConfig, device: str) -> None:
         self.config = config
+        self.device = device  # resolved by the driver, the same for every job
         self.ray = import_ray()
         self.started_here = False
 
@@ -54,7 +55,7 @@ class RayExecutor(DependencyScheduler):
         self.root = str(store.root.resolve())
 
     def submit(self, job: Job) -> Any:
-        return self.task.remote(self.protocol_ref, self.root, job, self.config.device)
+        return self.task.remote(self.protocol_ref, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
         ready, _ = self.ray.wait(handles, num_returns=1)

@@ -25,6 +25,7 @@ class WeightStatus:
     description: str
     needed_by: list[str] = field(default_factory=list)
     found: bool | None = None  # None: the plugin says nothing about where to find it
+    bad_path: bool = False  # an explicit path was given and does not exist (never falls through to a cache)
     where: str = ""  # the path found
     looked: list[str] = field(default_factory=list)
     downloadable: bool = False
@@ -61,7 +62,11 @@ def locate(req: Any) -> WeightStatus:
     status.source = repo_id or getattr(req, "url", None) or ""
     candidates = []
     if path:
-        candidates.append(Path(path).expanduser())
+        explicit = Path(path).expanduser()
+        if not explicit.exists():  # as in acbench.weights: a mistyped path is an error, not a cache miss
+            status.found, status.bad_path, status.looked = False, True, [str(explicit)]
+            return status
+        candidates.append(explicit)
     if filename:
         candidates.append(torch_home() / "hub" / "checkpoints" / filename)
     for candidate in candidates:
@@ -104,6 +109,9 @@ def require_weights(protocol: Protocol) -> None:
     for status in check_weights(protocol):
         if status.found is not False:
             continue
+        if status.bad_path and protocol.weights != "random":
+            raise UserError(f"weights '{status.name}' ({status.needed_by[0]}): the path {status.looked[0]} given "
+                            "for them does not exist; correct it, or remove it to use the standard caches")
         fetchable = status.downloadable and not offline() and reachable(status.source)
         if protocol.weights == "pretrained" and not fetchable:
             source = ""

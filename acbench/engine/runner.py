@@ -20,9 +20,16 @@ from acbench.data.io import atomic_write
 from acbench.engine.executors import make_executor
 from acbench.engine.plan import Job, plan
 from acbench.engine.preflight import preflight
-from acbench.engine.stages import resolve_device, study_categories
+from acbench.engine.stages import study_categories, study_device
 from acbench.engine.store import RunStore
-from acbench.engine.worker import JobOutcome, attach_file_log, detach_file_log, disk_full_error, job_log_path
+from acbench.engine.worker import (
+    JobOutcome,
+    attach_file_log,
+    detach_file_log,
+    disk_full_error,
+    job_log_path,
+    job_threads,
+)
 from acbench.protocol import Protocol
 
 log = logging.getLogger("acbench")
@@ -95,7 +102,8 @@ def _device_info(device: str) -> dict[str, str]:
     if device.startswith("cuda"):
         import torch
 
-        info["gpu"] = torch.cuda.get_device_name(0)
+        if torch.cuda.is_available():  # a Ray or SLURM driver may have no GPU itself
+            info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
@@ -116,7 +124,7 @@ def _manifest(protocol: Protocol, source: str | None, device: str, jobs: list[Jo
         "split": protocol.dataset.split.model_dump(), "weights_policy": protocol.weights,
         "jobs": len(jobs), "plan": [{"id": j.id, "stage": j.stage, "hash": j.hash, "deps": list(j.deps)}
                                     for j in jobs],
-        "executor": protocol.executor.model_dump(mode="json"),
+        "executor": protocol.executor.model_dump(mode="json"), "threads_per_job": job_threads(protocol),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "command": " ".join(sys.argv),
     }
@@ -146,9 +154,9 @@ def _run_locked(protocol: Protocol, store: RunStore, source: str | None, fail_fa
 
     progress = progress or NullProgress()
     started = time.time()
-    device = resolve_device(protocol.executor.device)
+    device = study_device(protocol)
     categories = study_categories(protocol)
-    jobs = plan(protocol, categories)
+    jobs = plan(protocol, categories, device)
     preflight(protocol, categories)
     executor = make_executor(protocol, device)  # a missing optional backend is reported before any work
     if on_plan:

@@ -49,7 +49,7 @@ def timeout_minutes(text: str | None, default: int = 24 * 60) -> int:
 class SlurmExecutor(DependencyScheduler):
     poll_seconds = 1.0
 
-    def __init__(self, config: ExecutorConfig) -> None:
+    def __init__(self, config: ExecutorConfig, device: str) -> None:
         try:
             import submitit
         except ImportError:
@@ -57,6 +57,7 @@ class SlurmExecutor(DependencyScheduler):
                 from None
         self.submitit = submitit
         self.config = config
+        self.device = device  # resolved by the driver, the same for every job
 
     def open(self, protocol: Protocol, store: RunStore) -> None:
         cfg = self.config
@@ -80,7 +81,7 @@ class SlurmExecutor(DependencyScheduler):
         self.root = str(store.root.resolve())
 
     def submit(self, job: Job) -> Any:
-        return self.executor.submit(run_job, self.protocol_json, self.root, job, self.config.device)
+        return self.executor.submit(run_job, self.protocol_json, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
         while True:

@@ -22,6 +22,7 @@ from acbench.data.mvtec import load_category, resolve_categories
 from acbench.engine.plan import NO_METHOD, Job
 from acbench.engine.store import RunStore
 from acbench.errors import UserError
+from acbench.masks.base import fallback_counts, reset_fallbacks
 from acbench.protocol import Protocol
 from acbench.synthesis import GenerationRequest, SyntheticSet, write_synthetic_set
 
@@ -35,6 +36,30 @@ def resolve_device(name: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def study_device(protocol: Protocol) -> str:
+    """The one device every job of a study runs on, decided here, before any job starts.
+
+    `auto` is resolved once, on this machine, and the result is handed to every job (and is part of
+    every job hash), so a job never quietly computes on another device than the plan says. Ray hides
+    the GPUs from a task that asks for none (`gpus_per_job: 0`): `auto` there would mean CPU in the
+    workers and CUDA here, so it is refused on a machine that has GPUs.
+    """
+    cfg = protocol.executor
+    if cfg.device != "auto":
+        return cfg.device
+    if cfg.kind == "local":
+        return resolve_device("auto")
+    if cfg.gpus_per_job > 0:
+        return "cuda"
+    import torch
+
+    if cfg.kind == "ray" and torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        raise UserError("executor.device: 'auto' with gpus_per_job: 0 would run the Ray jobs on the CPU (Ray hides "
+                        "the GPUs from them) although this machine has GPUs; set gpus_per_job (e.g. 1) or "
+                        "device: cpu")
+    return "cpu"
 
 
 def seed_everything(seed: int) -> None:
@@ -82,12 +107,19 @@ def execute_job(protocol: Protocol, store: RunStore, job: Job, device: str = "cp
         rows, info = STAGES[job.stage](protocol, store, job, tmp, device, progress)
         # Timings feed the cost estimates of later plans (`acbench plan`).
         info = {**info, "seconds": round(time.perf_counter() - started, 3), "device": device,
+                "threads": _threads(),
                 "peak_gpu_gb": _gpu_peak_gb(device), "cost_key": job.params.get("cost_key", job.stage)}
         context = _context(protocol, job)
         store.commit(job, tmp, [{**context, **r} for r in rows], info)
     finally:
         if tmp.exists():  # the job failed before its commit: nothing half-written stays
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _reset_gpu_peak(device: str) -> None:
@@ -137,11 +169,18 @@ def _generate(protocol: Protocol, store: RunStore, job: Job, tmp: Path, device: 
             request = GenerationRequest(atype, per_type, job.seed, fit_dir=fit_dir, device=device)
             yield from synth.generate(data, request)
 
+    reset_fallbacks()
     count = write_synthetic_set(tmp, samples(), data.category, job.method, job.seed, progress=tick)
     if count == 0:
         raise UserError(f"method '{job.method}' produced an empty synthetic set for category "
                         f"'{job.category}'; check its options")
-    info = {"provenance": synth.provenance(), "pairs": count}
+    # a type with too few real anomalies for the split (k = 0) has nothing to learn from: not generated
+    not_generated = sorted(set(data.eval_anomalies) - set(data.synthesis))
+    if not_generated:
+        log.warning("%s: types %s have no synthesis example (too few real anomalies for the split); "
+                    "they are evaluated but not generated", data.category, ", ".join(not_generated))
+    info = {"provenance": synth.provenance(), "pairs": count, "fallbacks": fallback_counts(),
+            "types_not_generated": not_generated}
     return [], info
 
 
@@ -149,17 +188,26 @@ def _synthetic(store: RunStore, job: Job) -> SyntheticSet:
     return SyntheticSet(store.path(job.deps[0]))
 
 
+#: Fallbacks of the generate job carried into the rows built on its pairs (column: count).
+FALLBACK_COLUMNS = {"fallback_mask": "n_fallback_masks", "whole_image_foreground": "n_whole_image_foreground"}
+
+
 def _weights_flag(protocol: Protocol, store: RunStore, job: Job) -> dict[str, Any]:
-    """Carry 'random weights' of the generator, the columns its provenance asks for (`row_tags`, e.g.
-    which preset produced the images) and box-shaped synthetic masks into every downstream row."""
+    """Carry into every downstream row: 'random weights' of the generator, the columns its provenance asks
+    for (`row_tags`, e.g. which preset produced the images), how many of its masks were fallbacks, and
+    box-shaped synthetic masks."""
     extra = {}
     for dep in job.deps:
         marker = store.path(dep) / "DONE.json"
         if marker.is_file():
-            prov = json.loads(marker.read_text()).get("provenance", {})
-            if prov.get("random_weights"):
+            info = json.loads(marker.read_text())
+            if info.get("provenance", {}).get("random_weights"):
                 extra["generator_weights"] = "random"
-            extra.update({str(k): str(v) for k, v in (prov.get("row_tags") or {}).items()})
+            extra.update({str(k): str(v) for k, v in (info.get("provenance", {}).get("row_tags") or {}).items()})
+            if "fallbacks" in info:
+                extra.update({column: int(info["fallbacks"].get(kind, 0))
+                              for kind, column in FALLBACK_COLUMNS.items()})
+                extra["types_not_generated"] = ";".join(info.get("types_not_generated", []))
         if (store.path(dep) / "index.csv").is_file() and "box" in SyntheticSet(store.path(dep)).mask_kinds:
             extra["synthetic_masks"] = "box"
     return extra

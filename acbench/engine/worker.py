@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -64,9 +65,11 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
     error_file.unlink(missing_ok=True)  # a retried job starts with a clean record
     handler = attach_file_log(job_log_path(store, job.id))
     started = time.time()
+    previous_threads = set_job_threads(job_threads(protocol))
     try:
         device = resolve_device(device)
-        log.info("job %s started on %s", job.id, device)
+        _check_device(device)
+        log.info("job %s started on %s with %d threads", job.id, device, job_threads(protocol))
         execute_job(protocol, store, job, device, progress)
         seconds = time.time() - started
         log.info("job %s done in %.1fs", job.id, seconds)
@@ -74,7 +77,37 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
     except Exception as exc:  # recorded; the executor carries on with the other jobs
         return _failure(store, job, exc, time.time() - started)
     finally:
+        set_job_threads(previous_threads)
         detach_file_log(handler)
+
+
+def job_threads(protocol) -> int:
+    """The CPU threads every job computes with, wherever it runs: `executor.cpus_per_job` (default 1).
+
+    The thread count changes floating-point reduction order, so a Ray worker (which Ray starts with
+    one thread) and this process (all cores) would otherwise train different detectors.
+    """
+    return max(1, int(protocol.executor.cpus_per_job))
+
+
+def set_job_threads(threads: int) -> int:
+    """Set torch's intra-op thread count; returns the previous one (restored after the job)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return previous
+
+
+def _check_device(device: str) -> None:
+    """A job planned on a GPU never falls back to the CPU of a worker that sees none."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"the study runs on '{device}' but this worker sees no GPU (CUDA_VISIBLE_DEVICES="
+                            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r}); give the jobs GPUs "
+                            "(executor.gpus_per_job) or set executor.device: cpu")
 
 
 def _failure(store: RunStore, job: Job, exc: Exception, seconds: float) -> JobOutcome:

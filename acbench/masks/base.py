@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,6 +11,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acbench.data.category import CategoryData
 from acbench.masks.foreground import TEXTURE_CATEGORIES, ForegroundMethod, estimate_foreground
+
+
+#: Fallbacks taken in this process since the last `reset_fallbacks()`, by kind: `fallback_mask` (a
+#: source found no valid placement and drew a small disk), `whole_image_foreground` (a foreground
+#: estimate was not trusted and the whole image was used). The engine resets it before each job and
+#: records it in that job's rows (like the GPU peak-memory counter), whatever method drew the masks.
+FALLBACKS: Counter[str] = Counter()
+
+
+def note_fallback(kind: str) -> None:
+    FALLBACKS[kind] += 1
+
+
+def reset_fallbacks() -> None:
+    FALLBACKS.clear()
+
+
+def fallback_counts() -> dict[str, int]:
+    return dict(FALLBACKS)
 
 
 class ForegroundOptions(BaseModel):

@@ -4,7 +4,8 @@ Object categories (bottle, screw, ...) sit on a fairly uniform background; textu
 the frame. `border` thresholds (Otsu) each pixel's colour distance to the median border colour,
 then keeps the largest connected component with holes filled; `bright` / `dark` threshold the
 grey level with Otsu. An estimate covering almost nothing or almost everything is not trusted and
-falls back to the whole image.
+falls back to the whole image; each such fallback is counted (`whole_image_foreground` in the rows of
+the job, and in the report's caveats).
 """
 
 from __future__ import annotations
@@ -40,12 +41,20 @@ def estimate_foreground(image: np.ndarray, method: ForegroundMethod) -> np.ndarr
         grey = rgb.mean(axis=2)
         score = grey if method == "bright" else -grey
     if np.ptp(score) < 1e-6:
-        return np.ones(image.shape[:2], bool)
+        return _whole_image(image)
     foreground = _largest_component(score > threshold_otsu(score))
     fraction = foreground.mean()
     if not MIN_FRACTION <= fraction <= MAX_FRACTION:
-        return np.ones(image.shape[:2], bool)
+        return _whole_image(image)
     return foreground
+
+
+def _whole_image(image: np.ndarray) -> np.ndarray:
+    """The estimate is not trusted: masks may now land on the background of an object category."""
+    from acbench.masks.base import note_fallback
+
+    note_fallback("whole_image_foreground")
+    return np.ones(image.shape[:2], bool)
 
 
 def _border_distance(rgb: np.ndarray) -> np.ndarray:

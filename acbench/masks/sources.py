@@ -12,7 +12,7 @@ from acbench.data.category import CategoryData
 from acbench.data.io import is_image, load_mask
 from acbench.errors import UserError
 from acbench.masks.augment import affine_to, elastic, resize_mask
-from acbench.masks.base import ForegroundOptions, MaskSource
+from acbench.masks.base import ForegroundOptions, MaskSource, note_fallback
 from acbench.masks.perlin import perlin_mask
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,9 @@ def random_pixel(region: np.ndarray, rng: np.random.Generator) -> tuple[int, int
 
 
 def fallback_blob(foreground: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A small disk on the foreground: the last resort that keeps every mask non-empty."""
+    """A small disk on the foreground: the last resort that keeps every mask non-empty (counted as
+    `fallback_mask` in the job's rows: a type whose masks are mostly disks is not the type any more)."""
+    note_fallback("fallback_mask")
     h, w = foreground.shape
     cy, cx = random_pixel(foreground, rng)
     radius = max(1.0, 0.03 * min(h, w))

@@ -52,6 +52,7 @@ class MaskAlignment(QualityMetric):
 
     def score(self, synthetic: SyntheticSet, data) -> list[MetricValue]:
         precision, recall = {}, {}
+        types = synthetic.anomaly_types  # a type without a pair of known source is counted as skipped
         for atype, records in sorted(synthetic.by_type().items()):
             pairs = []
             for rec in records:
@@ -65,4 +66,5 @@ class MaskAlignment(QualityMetric):
             if pairs:
                 precision[atype] = float(np.mean([p for p, _ in pairs]))
                 recall[atype] = float(np.mean([r for _, r in pairs]))
-        return with_category_mean(precision, "mask_precision") + with_category_mean(recall, "mask_recall")
+        return (with_category_mean(precision, "mask_precision", types)
+                + with_category_mean(recall, "mask_recall", types))

@@ -4,7 +4,10 @@ Each scores image sets grouped by anomaly type (`score_sets`), so the same code 
 (`score(synthetic, data)`) and `acbench evaluate quality` on user folders. Rows: one per type and
 the category value = mean over the types (the literature's aggregation), with the columns
 `weights` ("pretrained" or "random": random ones are not comparable), `n_generated`,
-`n_reference`, and `variant_of_metric` where the literature has several recipes.
+`n_reference`, and `variant_of_metric` where the literature has several recipes. Nothing is left out
+silently: a type row says `references: shared` when one ungrouped reference set served every type,
+and the category row counts the types its mean covers (`n_types`) and those skipped for lack of
+references or a NaN value (`n_types_skipped`).
 
 References per metric, in a study: IC-LPIPS clusters around the synthesis split of the type (the
 real anomalies a method may train on); FID and KID compare with the held-out evaluation anomalies
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from acbench.data.category import CategoryData
-from acbench.metrics.base import QualityMetric
+from acbench.metrics.base import QualityMetric, coverage
 from acbench.metrics.ic_lpips import ANOMALYDIFFUSION, DFMGAN, ClusteredLpips, IcLpipsVariant
 from acbench.metrics.images import ImageSets, example_sets, load_uint8, synthetic_sets, to_signed_unit
 from acbench.metrics.inception import (
@@ -52,17 +55,30 @@ def references_for(anomaly_type: str, reference: ImageSets) -> list[Path]:
     return []
 
 
-def rows_with_category_mean(metric: str, per_type: dict[str, float], extra: dict, counts: dict[str, tuple]) \
+def reference_kind(anomaly_type: str, reference: ImageSets) -> str:
+    """'own' (the type's references) or 'shared' (the one ungrouped set stands in for every type)."""
+    return "own" if anomaly_type in reference or not reference else "shared"
+
+
+def rows_with_category_mean(metric: str, per_type: dict[str, float], extra: dict, counts: dict[str, tuple],
+                            generated: ImageSets | None = None, reference: ImageSets | None = None) \
         -> list[MetricValue]:
-    """Per-type rows plus the category row (mean over the types with a finite value)."""
-    rows = [MetricValue(metric, v, anomaly_type=t,
-                        extra={**extra, "n_generated": counts[t][0], "n_reference": counts[t][1]})
-            for t, v in per_type.items()]
+    """Per-type rows plus the category row (mean over the types with a finite value); with the
+    `generated` and `reference` sets, rows say whose references they used and how many types the
+    mean leaves out."""
+    def type_extra(t: str) -> dict:
+        out = {**extra, "n_generated": counts[t][0], "n_reference": counts[t][1]}
+        if reference is not None:
+            out["references"] = reference_kind(t, reference)
+        return out
+
+    rows = [MetricValue(metric, v, anomaly_type=t, extra=type_extra(t)) for t, v in per_type.items()]
     finite = [v for v in per_type.values() if math.isfinite(v)]
     if per_type:
         total = [sum(c[i] for c in counts.values()) for i in (0, 1)]
         rows.append(MetricValue(metric, float(np.mean(finite)) if finite else float("nan"),
-                                extra={**extra, "n_generated": total[0], "n_reference": total[1]}))
+                                extra={**extra, "n_generated": total[0], "n_reference": total[1],
+                                       **coverage(per_type, list(generated) if generated is not None else None)}))
     return rows
 
 
@@ -117,7 +133,7 @@ class _IcLpipsMetric(_SetMetric):
         out, counts = {}, {}
         for atype, paths in generated.items():
             refs = references_for(atype, reference)
-            if not refs:
+            if not refs:  # counted in the category row's n_types_skipped
                 log.warning("%s: no reference images for type '%s'; skipped", self.name, atype)
                 continue
             out[atype] = self.cluster(paths, refs, features)
@@ -133,9 +149,10 @@ class IcLpips(_IcLpipsMetric):
 
     def score_sets(self, generated: ImageSets, reference: ImageSets) -> list[MetricValue]:
         results, counts, extra = self.results(generated, reference)
-        return (rows_with_category_mean("ic_lpips", {t: r.score for t, r in results.items()}, extra, counts)
+        sets = {"generated": generated, "reference": reference}
+        return (rows_with_category_mean("ic_lpips", {t: r.score for t, r in results.items()}, extra, counts, **sets)
                 + rows_with_category_mean("ic_lpips_nonzero", {t: r.score_nonzero for t, r in results.items()},
-                                          extra, counts))
+                                          extra, counts, **sets))
 
 
 class IcLpipsAD(_IcLpipsMetric):
@@ -145,7 +162,8 @@ class IcLpipsAD(_IcLpipsMetric):
 
     def score_sets(self, generated: ImageSets, reference: ImageSets) -> list[MetricValue]:
         results, counts, extra = self.results(generated, reference)
-        return rows_with_category_mean("ic_lpips_ad", {t: r.score for t, r in results.items()}, extra, counts)
+        return rows_with_category_mean("ic_lpips_ad", {t: r.score for t, r in results.items()}, extra, counts,
+                                       generated, reference)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -180,7 +198,7 @@ class InceptionScore(_InceptionMetric):
             _, logits = self.features(paths)
             values[atype] = inception_score(logits, is_splits(len(paths)))[0]
             counts[atype] = (len(paths), 0)
-        return rows_with_category_mean("is", values, self.weights_column(), counts)
+        return rows_with_category_mean("is", values, self.weights_column(), counts, generated)
 
 
 class _DistanceMetric(_InceptionMetric):
@@ -193,7 +211,7 @@ class _DistanceMetric(_InceptionMetric):
         values, counts = {}, {}
         for atype, paths in generated.items():
             refs = references_for(atype, reference)
-            if len(paths) < 2 or len(refs) < 2:
+            if len(paths) < 2 or len(refs) < 2:  # counted in the category row's n_types_skipped
                 log.warning("%s: type '%s' has %d generated and %d real images (>= 2 each needed); skipped",
                             self.name, atype, len(paths), len(refs))
                 continue
@@ -201,7 +219,8 @@ class _DistanceMetric(_InceptionMetric):
             real_pool, _ = self.features(refs)
             values[atype] = self.distance(gen_pool, real_pool)
             counts[atype] = (len(paths), len(refs))
-        return rows_with_category_mean(self.metric_name, values, self.weights_column(), counts)
+        return rows_with_category_mean(self.metric_name, values, self.weights_column(), counts, generated,
+                                       reference)
 
 
 class Fid(_DistanceMetric):

@@ -25,6 +25,7 @@ from acbench.data.io import atomic_write_text
 from acbench.report import document as doc
 from acbench.report.ablation import ablation_frame, ablation_grid
 from acbench.report.bootstrap import bootstrap_intervals
+from acbench.report.caveats import caveats
 from acbench.report.correlation import correlation_display, correlations
 from acbench.report.figures import (
     ablation_chart,
@@ -97,6 +98,9 @@ def _summary_blocks(run: Run) -> list[doc.Block]:
     weights = weights_grid(run)
     if weights is not None:
         blocks.append(doc.grid(weights))
+    notes = caveats(run.frame)
+    if notes:
+        blocks += [doc.heading("Caveats"), doc.facts(notes)]
     return blocks
 
 
