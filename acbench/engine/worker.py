@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -121,6 +122,25 @@ def _failure(store: RunStore, job: Job, exc: Exception, seconds: float) -> JobOu
         pass
     log.error("job %s failed: %s\n%s", job.id, reason, text)
     return JobOutcome(job.id, "failed", seconds, reason, isinstance(exc, UserError))
+
+
+def record_lost_job(root: str, job: Job, reason: str) -> JobOutcome:
+    """A job whose process died under it (a killed Ray worker, a SLURM time limit): the driver records
+    the failure as `run_job` would have (`logs/<job>.err`, read by `acbench status`) and removes the
+    dead job's temporary artifact folder, which no live process builds any more."""
+    store = RunStore(root)
+    try:
+        job_error_path(store, job.id).write_text(f"{reason}\n")
+        with open(job_log_path(store, job.id), "a") as fh:  # the log the summary line points to
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR acbench: job {job.id} failed: {reason}\n")
+        final = store.path(job)
+        if final.parent.is_dir():
+            for leftover in final.parent.glob(f".tmp-{final.name}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+    except OSError:  # the one-line reason still reaches the summary
+        pass
+    log.info("job %s failed: %s", job.id, reason)  # the run log; the console shows the summary line
+    return JobOutcome(job.id, "failed", error=reason)
 
 
 def attach_file_log(path: Path) -> logging.Handler:
