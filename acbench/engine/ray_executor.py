@@ -58,7 +58,7 @@ class RayExecutor(DependencyScheduler):
         return self.task.remote(self.protocol_ref, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
-        ready, _ = self.ray.wait(handles, num_returns=1)
+        ready, _ = self.ray.wait(handles, num_returns=1, timeout=self.poll_seconds)
         return ready
 
     def outcome(self, handle: Any, job: Job) -> JobOutcome:

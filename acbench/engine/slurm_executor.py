@@ -84,11 +84,11 @@ class SlurmExecutor(DependencyScheduler):
         return self.executor.submit(run_job, self.protocol_json, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
-        while True:
-            finished = [h for h in handles if h.done()]
-            if finished:
-                return finished
+        finished = [h for h in handles if h.done()]
+        if not finished:  # at most one poll interval: the driver shows progress in between
             time.sleep(self.poll_seconds)
+            finished = [h for h in handles if h.done()]
+        return finished
 
     def outcome(self, handle: Any, job: Job) -> JobOutcome:
         try:
