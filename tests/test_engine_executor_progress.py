@@ -4,7 +4,7 @@ progress file each worker writes) and job ends reach the same progress object as
 from __future__ import annotations
 
 import pytest
-from engine_helpers import TINY
+from engine_helpers import TINY, leftovers
 
 from acbench.engine import run_study
 from acbench.engine.executors import DependencyScheduler
@@ -47,8 +47,8 @@ def _assert_reported(recorder: Recorder, root) -> None:
 
 
 class SteppingScheduler(DependencyScheduler):
-    """A backend whose 'remote' job reports two steps through its progress file before it finishes, one
-    per wait, as a Ray or SLURM worker would while the driver polls."""
+    """A backend whose 'remote' job waits in a queue, then reports two steps through its progress file
+    before it finishes, one per wait, as a Ray or SLURM worker would while the driver polls."""
 
     def open(self, protocol, store):
         self.args, self.store, self.waits = (protocol.model_dump_json(), str(store.root)), store, {}
@@ -60,8 +60,10 @@ class SteppingScheduler(DependencyScheduler):
     def wait(self, handles):
         job = handles[0]
         self.waits[job.id] += 1
-        if self.waits[job.id] <= 2:  # still running: the worker wrote a step
-            ProgressFile(job_progress_path(self.store, job.id))(self.waits[job.id], 10)
+        if self.waits[job.id] == 1:  # queued: no step written yet
+            return []
+        if self.waits[job.id] <= 3:  # running: the worker wrote a step
+            ProgressFile(job_progress_path(self.store, job.id))(self.waits[job.id] - 1, 10)
             return []
         self.outcomes = {job.id: run_job(*self.args, job, "cpu")}  # no callback: the file is written
         return [job]
@@ -72,8 +74,13 @@ class SteppingScheduler(DependencyScheduler):
 
 def test_scheduler_shows_steps_while_jobs_run(monkeypatch, tmp_path):
     monkeypatch.setattr("acbench.engine.runner.make_executor", lambda protocol, device: SteppingScheduler())
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "generate__cutpaste@patch__brick__0.progress").write_text("9 10\n")  # left by a killed run
+    (logs / ".generate__cutpaste@patch__brick__0.progress.x1.tmp").write_text("9")  # killed mid-write
     recorder = Recorder()
     assert run_study(parse_protocol(TINY), out=tmp_path / "run", progress=recorder, report=False).ok
+    assert leftovers(tmp_path / "run") == []
     steps = [c[1:] for c in recorder.of(JOBS[0]) if c[0] == "job_progress"]
     assert steps[:2] == [(1, 10), (2, 10)] and steps[-1][0] == steps[-1][1] != 10  # the job's own last step
     _assert_reported(recorder, tmp_path / "run")

@@ -101,7 +101,7 @@ class DependencyScheduler(ABC):
         running: dict[Any, Job] = {}
         shown: dict[str, tuple[int, int]] = {}  # the within-job progress last shown, per running job
         while waiting or running:
-            waiting = self._submit_ready(waiting, state, running, result, progress)
+            waiting = self._submit_ready(store, waiting, state, running, result, progress)
             if not running:
                 break
             finished = self.wait(list(running))
@@ -127,8 +127,8 @@ class DependencyScheduler(ABC):
             shown[job.id] = step
             progress.job_progress(job, *step)
 
-    def _submit_ready(self, waiting: list[Job], state: dict[str, str], running: dict[Any, Job], result: Any,
-                      progress: Any) -> list[Job]:
+    def _submit_ready(self, store: RunStore, waiting: list[Job], state: dict[str, str], running: dict[Any, Job],
+                      result: Any, progress: Any) -> list[Job]:
         still: list[Job] = []
         for job in waiting:  # plan order: a job's dependencies come before it
             deps = [state.get(d) for d in job.deps]
@@ -138,6 +138,7 @@ class DependencyScheduler(ABC):
                 result.block(job, broken[0])
                 progress.job_done(job, "blocked")
             elif not result.stopped and all(s in FINISHED_OK for s in deps):
+                job_progress_path(store, job.id).unlink(missing_ok=True)  # a killed run's last step
                 running[self.submit(job)] = job
                 progress.job_start(job)
             else:
