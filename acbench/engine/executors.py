@@ -13,7 +13,7 @@ from typing import Any
 
 from acbench.engine.plan import Job
 from acbench.engine.store import RunStore
-from acbench.engine.worker import JobOutcome, run_job
+from acbench.engine.worker import JobOutcome, job_progress_path, read_job_progress, run_job
 from acbench.errors import UserError
 from acbench.protocol import Protocol
 
@@ -71,7 +71,8 @@ class DependencyScheduler(ABC):
 
     @abstractmethod
     def wait(self, handles: list[Any]) -> list[Any]:
-        """Block until at least one handle is finished; return the finished ones."""
+        """Block until at least one handle is finished, or about `poll_seconds` have passed (so the
+        running jobs' progress can be shown); return the finished ones (possibly none)."""
 
     @abstractmethod
     def outcome(self, handle: Any, job: Job) -> JobOutcome: ...
@@ -98,22 +99,36 @@ class DependencyScheduler(ABC):
             else:
                 waiting.append(job)
         running: dict[Any, Job] = {}
+        shown: dict[str, tuple[int, int]] = {}  # the within-job progress last shown, per running job
         while waiting or running:
-            waiting = self._submit_ready(waiting, state, running, result, progress)
+            waiting = self._submit_ready(store, waiting, state, running, result, progress)
             if not running:
                 break
-            for handle in self.wait(list(running)):
+            finished = self.wait(list(running))
+            for job in running.values():
+                self._show_progress(store, job, shown, progress)
+            for handle in finished:
                 job = running.pop(handle)
                 outcome = self.outcome(handle, job)
                 state[job.id] = outcome.status
                 result.record(job, outcome)
+                shown.pop(job.id, None)
+                job_progress_path(store, job.id).unlink(missing_ok=True)
                 progress.job_done(job, outcome.status)
                 if outcome.status == "failed" and fail_fast:
                     result.stopped = True  # let the running jobs finish; submit nothing new
         result.not_run.extend(job.id for job in waiting)
 
-    def _submit_ready(self, waiting: list[Job], state: dict[str, str], running: dict[Any, Job], result: Any,
-                      progress: Any) -> list[Job]:
+    @staticmethod
+    def _show_progress(store: RunStore, job: Job, shown: dict[str, tuple[int, int]], progress: Any) -> None:
+        """Pass on what the job's worker last wrote to its progress file (`worker.ProgressFile`)."""
+        step = read_job_progress(store, job.id)
+        if step is not None and step != shown.get(job.id):
+            shown[job.id] = step
+            progress.job_progress(job, *step)
+
+    def _submit_ready(self, store: RunStore, waiting: list[Job], state: dict[str, str], running: dict[Any, Job],
+                      result: Any, progress: Any) -> list[Job]:
         still: list[Job] = []
         for job in waiting:  # plan order: a job's dependencies come before it
             deps = [state.get(d) for d in job.deps]
@@ -123,6 +138,7 @@ class DependencyScheduler(ABC):
                 result.block(job, broken[0])
                 progress.job_done(job, "blocked")
             elif not result.stopped and all(s in FINISHED_OK for s in deps):
+                job_progress_path(store, job.id).unlink(missing_ok=True)  # a killed run's last step
                 running[self.submit(job)] = job
                 progress.job_start(job)
             else:

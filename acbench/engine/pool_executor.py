@@ -45,7 +45,7 @@ class PoolExecutor(DependencyScheduler):
         return self.pool.submit(run_job, self.protocol_json, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
-        done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
+        done, _ = cf.wait(handles, timeout=self.poll_seconds, return_when=cf.FIRST_COMPLETED)
         return list(done)
 
     def outcome(self, handle: Any, job: Job) -> JobOutcome:

@@ -15,7 +15,7 @@ from typing import Any
 from acbench.engine.executors import DependencyScheduler
 from acbench.engine.plan import Job
 from acbench.engine.store import RunStore
-from acbench.engine.worker import JobOutcome, run_job
+from acbench.engine.worker import JobOutcome, record_lost_job, run_job
 from acbench.errors import UserError
 from acbench.protocol import ExecutorConfig, Protocol
 
@@ -58,7 +58,7 @@ class RayExecutor(DependencyScheduler):
         return self.task.remote(self.protocol_ref, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
-        ready, _ = self.ray.wait(handles, num_returns=1)
+        ready, _ = self.ray.wait(handles, num_returns=1, timeout=self.poll_seconds)
         return ready
 
     def outcome(self, handle: Any, job: Job) -> JobOutcome:
@@ -66,7 +66,7 @@ class RayExecutor(DependencyScheduler):
             return self.ray.get(handle)
         except self.ray.exceptions.RayError as exc:  # the worker died (OOM kill, lost node)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            return JobOutcome(job.id, "failed", error=f"Ray task failed: {first}")
+            return record_lost_job(self.root, job, f"Ray task failed: {first}")
 
     def close(self) -> None:
         if self.started_here:

@@ -17,7 +17,7 @@ from typing import Any
 from acbench.engine.executors import DependencyScheduler
 from acbench.engine.plan import Job
 from acbench.engine.store import RunStore
-from acbench.engine.worker import JobOutcome, run_job
+from acbench.engine.worker import JobOutcome, record_lost_job, run_job
 from acbench.errors import UserError
 from acbench.protocol import ExecutorConfig, Protocol
 
@@ -84,16 +84,16 @@ class SlurmExecutor(DependencyScheduler):
         return self.executor.submit(run_job, self.protocol_json, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
-        while True:
-            finished = [h for h in handles if h.done()]
-            if finished:
-                return finished
+        finished = [h for h in handles if h.done()]
+        if not finished:  # at most one poll interval: the driver shows progress in between
             time.sleep(self.poll_seconds)
+            finished = [h for h in handles if h.done()]
+        return finished
 
     def outcome(self, handle: Any, job: Job) -> JobOutcome:
         try:
             return handle.result()
         except Exception as exc:  # the SLURM job itself died (time limit, preemption, node failure)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            return JobOutcome(job.id, "failed", error=f"SLURM job {handle.job_id} failed: {first} "
-                                                      f"(see {self.root}/logs/submitit/{handle.job_id})")
+            return record_lost_job(self.root, job, f"SLURM job {handle.job_id} failed: {first} "
+                                                   f"(see {self.root}/logs/submitit/{handle.job_id})")

@@ -142,7 +142,8 @@ class RunStore:
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
                     removed += 1
-        for partial in self.root.glob(".*.tmp"):  # atomic_write's temporary files (results.csv, manifest)
+        partial_files = list(self.root.glob(".*.tmp")) + list((self.root / "logs").glob(".*.tmp"))
+        for partial in partial_files:  # atomic_write's temporary files (results.csv, manifest, progress)
             partial.unlink(missing_ok=True)
             removed += 1
         return removed

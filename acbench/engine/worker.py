@@ -10,12 +10,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from acbench.data.io import atomic_write_text
 from acbench.engine.plan import Job
 from acbench.engine.store import RunStore
 from acbench.errors import UserError
@@ -46,6 +48,37 @@ def job_error_path(store: RunStore, job_id: str) -> Path:
     return store.logs / f"{log_name(job_id)}.err"
 
 
+def job_progress_path(store: RunStore, job_id: str) -> Path:
+    return store.logs / f"{log_name(job_id)}.progress"
+
+
+class ProgressFile:
+    """Within-job progress of a job that runs in another process (a Ray worker, a SLURM node): the
+    worker writes "done total" to `logs/<job>.progress` (atomically, at most every `every` seconds,
+    and always the last step); the driver reads it while it waits (`read_job_progress`)."""
+
+    def __init__(self, path: Path, every: float = 0.5) -> None:
+        self.path, self.every, self.last = path, every, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < self.every:
+            return
+        self.last = now
+        try:
+            atomic_write_text(self.path, f"{done} {total}\n")
+        except OSError:  # progress is a display: never fail a job for it
+            pass
+
+
+def read_job_progress(store: RunStore, job_id: str) -> tuple[int, int] | None:
+    try:
+        done, total = job_progress_path(store, job_id).read_text().split()
+        return int(done), int(total)
+    except (OSError, ValueError):
+        return None
+
+
 def disk_full_error(exc: OSError, where: Path) -> UserError:
     return UserError(f"disk full while writing under {where} ({exc.strerror or exc}); free space and re-run "
                      "(finished jobs are kept)")
@@ -64,6 +97,8 @@ def run_job(protocol_json: str, root: str, job: Job, device: str = "auto",
     error_file = job_error_path(store, job.id)
     error_file.unlink(missing_ok=True)  # a retried job starts with a clean record
     handler = attach_file_log(job_log_path(store, job.id))
+    if progress is None:  # run by a Ray or SLURM executor: the driver reads the progress from a file
+        progress = ProgressFile(job_progress_path(store, job.id))
     started = time.time()
     previous_threads = set_job_threads(job_threads(protocol))
     try:
@@ -121,6 +156,25 @@ def _failure(store: RunStore, job: Job, exc: Exception, seconds: float) -> JobOu
         pass
     log.error("job %s failed: %s\n%s", job.id, reason, text)
     return JobOutcome(job.id, "failed", seconds, reason, isinstance(exc, UserError))
+
+
+def record_lost_job(root: str, job: Job, reason: str) -> JobOutcome:
+    """A job whose process died under it (a killed Ray worker, a SLURM time limit): the driver records
+    the failure as `run_job` would have (`logs/<job>.err`, read by `acbench status`) and removes the
+    dead job's temporary artifact folder, which no live process builds any more."""
+    store = RunStore(root)
+    try:
+        job_error_path(store, job.id).write_text(f"{reason}\n")
+        with open(job_log_path(store, job.id), "a") as fh:  # the log the summary line points to
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR acbench: job {job.id} failed: {reason}\n")
+        final = store.path(job)
+        if final.parent.is_dir():
+            for leftover in final.parent.glob(f".tmp-{final.name}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+    except OSError:  # the one-line reason still reaches the summary
+        pass
+    log.info("job %s failed: %s", job.id, reason)  # the run log; the console shows the summary line
+    return JobOutcome(job.id, "failed", error=reason)
 
 
 def attach_file_log(path: Path) -> logging.Handler:
