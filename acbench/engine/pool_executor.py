@@ -11,6 +11,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
+import sys
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -21,11 +23,15 @@ from acbench.engine.worker import JobOutcome, run_job
 from acbench.protocol import Protocol
 
 
-def _quiet_worker() -> None:
-    """Workers log to their job files only; the driver's console shows progress and the summary."""
+def _quiet_worker(logs: str) -> None:
+    """Workers log to their job files only; what libraries print (warnings, tqdm bars) goes to
+    `logs/worker-<pid>.stderr`, so the driver's console keeps to progress and the summary."""
     root = logging.getLogger()
     root.addHandler(logging.NullHandler())
     root.setLevel(logging.INFO)
+    sink = open(os.path.join(logs, f"worker-{os.getpid()}.stderr"), "a", buffering=1)  # open for the process
+    os.dup2(sink.fileno(), 2)
+    sys.stderr = sink
 
 
 class PoolExecutor(DependencyScheduler):
@@ -36,10 +42,14 @@ class PoolExecutor(DependencyScheduler):
         self.workers = workers
 
     def open(self, protocol: Protocol, store: RunStore) -> None:
-        self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_quiet_worker)
         self.protocol_json = protocol.model_dump_json()
         self.root = str(store.root)
+        self.logs = str(store.logs)
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_quiet_worker, initargs=(self.logs,))
 
     def submit(self, job: Job) -> Any:
         return self.pool.submit(run_job, self.protocol_json, self.root, job, self.device)
@@ -53,8 +63,7 @@ class PoolExecutor(DependencyScheduler):
             return handle.result()
         except BrokenProcessPool as exc:  # a worker was killed (out of memory, a signal): this job failed
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=_quiet_worker)
+            self.pool = self._new_pool()
             return JobOutcome(job.id, "failed", 0.0, f"worker process died ({exc.__class__.__name__})")
 
     def close(self) -> None:
