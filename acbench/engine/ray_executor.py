@@ -1,6 +1,9 @@
 """The Ray executor: each job becomes a Ray task with the protocol's resource request.
 
-    executor: {kind: ray, address: auto, gpus_per_job: 1, cpus_per_job: 8}
+    executor: {kind: ray, address: auto, gpus_per_job: 1, cpus_per_job: 8, options: {light_jobs_per_gpu: 4}}
+
+Each job asks for the resources `acbench.engine.packing.job_resources` gives it: no GPU for CPU-only
+work, a whole GPU for heavy stages, a fraction for light GPU jobs (several per GPU).
 
 Ray places tasks on whichever node has a free GPU; every node must see the run folder at the same
 path (a shared file system: NFS, Lustre, a mounted bucket), because jobs read their inputs from it
@@ -13,6 +16,7 @@ import logging
 from typing import Any
 
 from acbench.engine.executors import DependencyScheduler
+from acbench.engine.packing import job_resources, packing_options
 from acbench.engine.plan import Job
 from acbench.engine.store import RunStore
 from acbench.engine.worker import JobOutcome, run_job
@@ -33,6 +37,7 @@ def import_ray():
 class RayExecutor(DependencyScheduler):
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
+        self.packing = packing_options(config)  # checked before Ray starts or any job runs
         self.ray = import_ray()
         self.started_here = False
 
@@ -54,7 +59,8 @@ class RayExecutor(DependencyScheduler):
         self.root = str(store.root.resolve())
 
     def submit(self, job: Job) -> Any:
-        return self.task.remote(self.protocol_ref, self.root, job, self.config.device)
+        task = self.task.options(**job_resources(job, self.config, self.packing))
+        return task.remote(self.protocol_ref, self.root, job, self.config.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
         ready, _ = self.ray.wait(handles, num_returns=1)
