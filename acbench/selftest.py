@@ -104,8 +104,9 @@ def _caller() -> str:
 
 
 class DeviceAudit(TorchFunctionMode):
-    """Records every tensor a plugin asks for on a device type other than `device`, and creates it on
-    `device` instead so the run goes on and all such places are found in one pass.
+    """Records every tensor a plugin asks for on an accelerator other than `device` (e.g. on `cuda` when
+    it was given `cpu`), and creates it on `device` instead so the run goes on and all such places are
+    found in one pass. Explicit CPU tensors are host-side work and allowed on any device.
 
     While active, `torch.cuda.is_available()` answers True to any caller outside torch itself (a CPU-only
     machine then takes the code paths a GPU machine takes, like anomalib choosing CUDA for its noise when
@@ -136,7 +137,9 @@ class DeviceAudit(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         if func in _FACTORIES or func in _MOVES:
             asked = _device_arg(func, args, kwargs)
-            if asked is not None and asked.type != self.device.type:
+            # Host-side work (explicit `cpu`, `.to("cpu")` for numpy) is legitimate under any device; an
+            # accelerator the plugin was not given is not.
+            if asked is not None and asked.type not in ("cpu", "meta") and asked.type != self.device.type:
                 where = _caller()
                 entry = f"{getattr(func, '__name__', func)} on {asked} at {where}"
                 if entry not in self.wrong:

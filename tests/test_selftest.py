@@ -39,6 +39,9 @@ def test_audit_flags_moves_and_leaves_torch_internals_alone():
         opt.zero_grad()
     assert y.device.type == "cpu" and len(audit.wrong) == 1 and audit.wrong[0].startswith("to on cuda")
     assert torch.cuda.is_available() == (torch.cuda.device_count() > 0)  # the patch is undone
+    with DeviceAudit("cuda") as audit:  # host-side work under a GPU run is allowed
+        torch.zeros(3, device="cpu") + x.to("cpu")
+    assert audit.wrong == []
 
 
 def test_selftest_cpu_every_kind_ok_with_the_audit():
