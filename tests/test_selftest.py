@@ -117,3 +117,16 @@ def test_cli_exit_codes(monkeypatch, capsys):
     if not torch.cuda.is_available():
         assert run_cli(monkeypatch, "selftest", "--device", "cuda") == 2
         assert "no CUDA device is visible" in capsys.readouterr().err
+
+
+def test_sizes_per_device_come_from_the_plugins_or_the_demo_protocol():
+    from acbench.selftest import detector_setup, plugin_options
+
+    control = registry.load("methods", "anomalycontrol")
+    assert plugin_options(control, "methods", "anomalycontrol", "cuda")["model"] == "sd15-arch"
+    assert plugin_options(control, "methods", "anomalycontrol", "cpu")["model"] == "tiny"
+    memseg = registry.load("methods", "memseg")  # no hook: its demo.yaml entry
+    assert plugin_options(memseg, "methods", "memseg", "cuda") == {"texture_path": "demo:textures"}
+    unet = registry.load("detectors", "unet-localization")
+    assert detector_setup(unet, "unet-localization", "cuda") == ({"epochs": 1, "samples_per_epoch": 16}, "paper")
+    assert detector_setup(unet, "unet-localization", "cpu")[1] == "tiny"
