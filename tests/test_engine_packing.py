@@ -97,3 +97,28 @@ def test_a_local_ray_cluster_packs_light_jobs_and_keeps_heavy_ones_apart():
         assert ray.get(tally.peak.remote())[1] == 1  # a whole GPU each: never side by side
     finally:
         ray.shutdown()
+
+
+def test_the_executor_submits_each_job_with_its_own_request():
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'acbench[ray]'")
+    from acbench.engine.ray_executor import RayExecutor
+
+    protocol = parse_protocol({**STUDY, "executor": {"kind": "ray", "gpus_per_job": 1, "cpus_per_job": 2,
+                                                     "options": {"light_jobs_per_gpu": 4}}})
+    executor = RayExecutor(protocol.executor)
+    asked = []
+
+    class Task:  # what `ray.remote(run_job)` offers: options(**request).remote(...)
+        def options(self, **request):
+            asked.append(request)
+            return self
+
+        def remote(self, *args):
+            return args
+
+    executor.task, executor.protocol_ref, executor.root = Task(), "protocol", "/run"
+    jobs = {j.id: j for j in plan(protocol, ["brick"])}
+    for job_id in ("generate/anomalycontrol/brick/0", "detect/patchcore/none/brick/0", "generate/cutpaste/brick/0"):
+        executor.submit(jobs[job_id])
+    assert asked == [{"num_cpus": 2, "num_gpus": 1, "max_retries": 0}, {"num_cpus": 2, "num_gpus": 0.25,
+                     "max_retries": 0}, {"num_cpus": 2, "num_gpus": 0, "max_retries": 0}]

@@ -53,13 +53,12 @@ class RayExecutor(DependencyScheduler):
                                 "the address to start Ray on this machine") from None
             self.started_here = True
         # Failed jobs are recorded by run_job itself; Ray must not silently re-run them.
-        self.task = ray.remote(run_job).options(num_cpus=self.config.cpus_per_job,
-                                                num_gpus=self.config.gpus_per_job, max_retries=0)
+        self.task = ray.remote(run_job)
         self.protocol_ref = ray.put(protocol.model_dump_json())
         self.root = str(store.root.resolve())
 
     def submit(self, job: Job) -> Any:
-        task = self.task.options(**job_resources(job, self.config, self.packing))
+        task = self.task.options(**job_resources(job, self.config, self.packing), max_retries=0)
         return task.remote(self.protocol_ref, self.root, job, self.config.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
