@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+# After installing on a GPU machine: every registered method, metric and detector once (full-size
+# random networks, one line each, about 5 minutes on one GPU); exit code 1 if any failed.
+gpu-check: $(STAMP)
+	$(BIN)/acbench selftest --device cuda
 
 lint: $(STAMP)
 	$(BIN)/ruff check acbench methods tests benchmarks

@@ -257,6 +257,28 @@ def list_(kind: Annotated[str, typer.Argument(help="methods, detectors, metrics,
     console.print(table)
 
 
+@app.command()
+def selftest(
+    device: Annotated[str, typer.Option(help="cuda (full-size random networks) or cpu (tiny presets)")] = "cuda",
+    only: Annotated[list[str] | None, typer.Option(help="only this plugin (repeatable)")] = None,
+    audit: Annotated[bool, typer.Option(help="also fail a plugin that creates tensors on another device")] = True,
+) -> None:
+    """Every registered method, metric and detector once on a small built-in study; one line each."""
+    from acbench.selftest import quiet_logs, run_selftest
+
+    def show(result) -> None:
+        colour = "green" if result.ok else "red"
+        console.print(f"[{colour}]{escape(result.line())}[/{colour}]", highlight=False, soft_wrap=True)
+
+    with quiet_logs():
+        results = run_selftest(device, audit=audit, only=set(only) if only else None, on_result=show)
+    failed = [r for r in results if not r.ok]
+    console.print(f"{len(results) - len(failed)} ok, {len(failed)} failed on {device} "
+                  f"in {sum(r.seconds for r in results):.0f}s")
+    if failed:
+        raise typer.Exit(1)
+
+
 def _list_protocols() -> None:
     table = Table("protocol", "description")
     for path in sorted(PROTOCOLS_DIR.glob("*.yaml")):

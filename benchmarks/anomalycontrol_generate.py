@@ -12,6 +12,12 @@ Three ways to paint the same N defects with the same number of sampling steps:
 Speed does not depend on weight values, so every network is random: `--model tiny` (small configs,
 CPU) or `--model sd15-arch` (SD-1.5-inpainting and BLIP-2 ViT-g built from their published configs),
 e.g. `--model sd15-arch --device cuda --dtype fp16`. Prints one JSON object.
+
+`--compile` adds two arms measured after the eager ones in the same run: `batched_compiled` and
+`plain_compiled` (UNet and VAE compiled by `acbench_methods.diffusion.speed.compile_components`, every
+batch padded to `--batch-size`, prompts encoded once in the plain arm). Compile time is reported apart
+(`compile_seconds`, the first full batch of each arm) and the ratios to the eager plain pipeline and to
+the per-image loop are printed (targets: >= 1.6x and >= 10x).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from acbench_methods.anomalycontrol.model import AnomalyControlModel
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.diffusion import sample_inpaint
+from acbench_methods.diffusion.speed import PromptEmbeddings, compile_components
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -52,6 +59,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=None, help="override the preset's size (smoke runs)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum time is kept")
+    p.add_argument("--compile", action="store_true", help="also measure the compiled, padded arms")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune, ...)")
+    p.add_argument("--no-fullgraph", action="store_true", help="allow graph breaks (fullgraph=False)")
+    p.add_argument("--compile-backend", default="inductor", help="aot_eager: a fast CPU rehearsal of the capture")
     return p.parse_args()
 
 
@@ -87,15 +98,15 @@ def timed(device: str, fn, label: str | None = None) -> float:
     return time.perf_counter() - start
 
 
-def batched_run(model: AnomalyControlModel, images, masks, features, seeds, batch: int) -> None:
+def batched_run(model: AnomalyControlModel, images, masks, features, seeds, batch: int, pad: bool = False) -> None:
     for s in range(0, len(images), batch):
-        model.generate(
-            images[s : s + batch],
-            masks[s : s + batch],
-            ["a crack"] * len(images[s : s + batch]),
-            seeds[s : s + batch],
-            features[s : s + batch],
-        )
+        part = slice(s, s + batch)
+        imgs, msks, sds, feats = list(images[part]), list(masks[part]), list(seeds[part]), features[part]
+        if pad and len(imgs) < batch:  # one shape for the compiled UNet; the copies' outputs are dropped
+            extra = batch - len(imgs)
+            imgs, msks, sds = imgs + [imgs[-1]] * extra, msks + [msks[-1]] * extra, sds + [sds[-1]] * extra
+            feats = torch.cat([feats, feats[-1:].expand(extra, *feats.shape[1:])])
+        model.generate(imgs, msks, ["a crack"] * len(imgs), sds, feats)
 
 
 def per_image_loop(model: AnomalyControlModel, adapter_file: Path, images, masks, features, seeds) -> None:
@@ -110,8 +121,9 @@ def per_image_loop(model: AnomalyControlModel, adapter_file: Path, images, masks
         model.generate([image], [mask], ["a crack"], [seed], feature[None])
 
 
-def plain_run(model: AnomalyControlModel, images, masks, seeds, batch: int) -> None:
+def plain_run(model: AnomalyControlModel, images, masks, seeds, batch: int, fast: bool = False) -> None:
     pipe, size = model.pipeline(), model.preset.resolution
+    speed = {"pad_to": batch, "embeddings": PROMPTS} if fast else {}
     for s in range(0, len(images), batch):
         n = len(images[s : s + batch])
         sample_inpaint(
@@ -124,8 +136,33 @@ def plain_run(model: AnomalyControlModel, images, masks, seeds, batch: int) -> N
             strength=model.options.strength,
             guidance=model.options.guidance,
             negative_prompt=model.options.negative_prompt,
+            **speed,
         )
     assert size == images[0].shape[0]
+
+
+PROMPTS = PromptEmbeddings()
+
+
+def compiled_arms(args, model: AnomalyControlModel, adapter, images, masks, features, seeds) -> dict:
+    """The compiled, padded arms: first full batch = compile (reported apart), then the minimum of repeats."""
+    b = args.batch_size
+    compile_components(model.components, args.device, mode=args.compile_mode, backend=args.compile_backend,
+                       fullgraph=not args.no_fullgraph)
+
+    def with_adapter(n: int) -> None:
+        batched_run(model, images[:n], masks[:n], features[:n], seeds[:n], b, pad=True)
+
+    def plain(n: int) -> None:
+        plain_run(model, images[:n], masks[:n], seeds[:n], b, fast=True)
+
+    out: dict = {"seconds": {}, "compile_seconds": {}}
+    for name, use, run in (("batched_compiled", adapter, with_adapter), ("plain_compiled", None, plain)):
+        use_adapter(model, use)
+        out["compile_seconds"][name] = round(timed(args.device, lambda run=run: run(min(b, len(images)))), 2)
+        out["seconds"][name] = [round(timed(args.device, lambda run=run: run(len(images)), name), 3)
+                                for _ in range(args.repeats)]
+    return out
 
 
 def unet_forward_seconds(
@@ -240,6 +277,10 @@ def main() -> None:
         "plain_sd_inpainting": n_images / t_plain,
     }
     unet_seconds = unet_forward_seconds(model, adapter, args.batch_size, args.repeats)
+    compiled = compiled_arms(args, model, adapter, images, masks, features, seeds) if args.compile else None
+    if compiled:
+        for name, secs in compiled["seconds"].items():
+            rate[name] = n_images / min(secs)
     counts = {"batched": n_images, "per_image_loop": n_loop, "plain_sd_inpainting": n_images}
     cpu_rate = {k: counts[k] / min(CPU_TIMES[k]) for k in counts}
     result = {
@@ -280,6 +321,16 @@ def main() -> None:
         if args.device.startswith("cuda")
         else "process maxrss",
     }
+    if compiled:
+        result["compiled"] = {
+            **compiled,
+            "mode": args.compile_mode,
+            "backend": args.compile_backend,
+            "fullgraph": not args.no_fullgraph,
+            "images_per_second": {k: round(rate[k], 3) for k in compiled["seconds"]},
+            "batched_compiled_vs_plain_sd_inpainting": round(rate["batched_compiled"] / rate["plain_sd_inpainting"], 3),
+            "batched_compiled_vs_per_image_loop": round(rate["batched_compiled"] / rate["per_image_loop"], 2),
+        }
     print(json.dumps(result, indent=1))
 
 

@@ -1,6 +1,10 @@
 """Time the detector stage of the demo study: wall and CPU seconds per detector job, as JSON.
 
-    python benchmarks/detector_stage.py [--protocol protocols/demo.yaml] [--threads N]
+    python benchmarks/detector_stage.py [--protocol protocols/demo.yaml] [--threads N] [--device cuda]
+        [--detector unet-localization] [--preset paper] [--option epochs=4] [--option data_on_device=false]
+
+`--option KEY=VALUE` overrides a detector option (e.g. `data_on_device=false`: the former host-side
+batches, to compare with the device-resident training set on the same seed).
 
 Synthetic sets come from the protocol's own methods (generated once into a temporary run folder);
 then every detector of the protocol runs on every (method, category) like `acbench run` does.
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from acbench import registry
 from acbench.engine.runner import run_study
@@ -35,11 +40,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--protocol", default="protocols/demo.yaml")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
+    parser.add_argument("--detector", action="append", help="only these detectors of the protocol (repeatable)")
+    parser.add_argument("--preset", default=None, help="override every detector's preset, e.g. paper")
+    parser.add_argument("--option", action="append", default=[], help="detector option KEY=VALUE (repeatable)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     protocol = load_protocol(args.protocol)
     detectors, protocol.detectors, protocol.metrics = protocol.detectors, [], []
+    detectors = [d for d in detectors if not args.detector or d.name in args.detector]
+    overrides = dict(yaml.safe_load(f"{{{o.replace('=', ': ', 1)}}}") for o in args.option)
     with tempfile.TemporaryDirectory() as tmp:
         run_study(protocol, out=Path(tmp) / "run", report=False)
         jobs, start_wall, start_cpu = [], time.time(), cpu_seconds()
@@ -49,7 +60,8 @@ def main() -> None:
             targets = [(p.parent, p.parent.parent.name) for p in sets] if cls.uses_synthetic else \
                 [(None, c) for c in sorted({p.parent.parent.name for p in sets})]
             for folder, category in targets:
-                detector = cls(cls.Options.model_validate(det.options), preset=det.preset, weights=protocol.weights)
+                options = cls.Options.model_validate({**det.options, **overrides})
+                detector = cls(options, preset=args.preset or det.preset, weights=protocol.weights, device=args.device)
                 wall, cpu = time.time(), cpu_seconds()
                 synthetic = SyntheticSet(folder) if folder else None
                 detector.run(category_data(protocol, category), synthetic, Path(tmp) / "work" / str(len(jobs)), 0)

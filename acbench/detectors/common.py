@@ -35,6 +35,9 @@ class SyntheticOptions(BaseModel):
     image_size: int | None = Field(None, ge=32, description="override the preset's input size")
     samples_per_epoch: int | None = Field(None, ge=1, description="override the preset's training samples "
                                           "per epoch (not used by resnet-classifier)")
+    data_on_device: bool = Field(True, description="unet-localization: keep the training set on the training "
+                                 "device and gather each batch there (the same batches as the host path); "
+                                 "false: build each batch on the host and copy it over (the former path)")
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -155,6 +158,48 @@ class TrainingPool:
                 images.append(self.normals[rng.integers(len(self.normals))])
                 masks.append(torch.zeros(self.normals.shape[-2:], dtype=torch.bool))
         return torch.stack(images), torch.stack(masks)
+
+
+class DevicePool:
+    """A `TrainingPool` resident on the training device: every image in one uint8 tensor (normals first, then
+    the pairs type by type), every mask in one bool tensor. Each batch is one gather on the device.
+
+    The draws are the host path's, in its order, from the same numpy generator (a few scalars per sample,
+    on the CPU), so both paths give identical batches and identical training for a seed; only the pixels
+    stay on the device instead of being stacked on the host and copied for every step.
+    """
+
+    def __init__(self, pool: TrainingPool, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        self.ratio = pool.ratio
+        self.types = sorted(pool.pairs)
+        size = pool.normals.shape[-2:]
+        images = [pool.normals] + [pool.pairs[t][0] for t in self.types]
+        masks = [torch.zeros((len(pool.normals), *size), dtype=torch.bool)] + [pool.pairs[t][1] for t in self.types]
+        self.n_normals = len(pool.normals)
+        self.offsets, self.counts, start = [], [], self.n_normals
+        for t in self.types:
+            self.offsets.append(start)
+            self.counts.append(len(pool.pairs[t][0]))
+            start += self.counts[-1]
+        self.images = torch.cat(images).to(self.device)
+        self.masks = torch.cat(masks).to(self.device)
+
+    def indices(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """Rows of the batch, drawn exactly as `TrainingPool.batch` draws them."""
+        rows = np.empty(size, dtype=np.int64)
+        for i in range(size):
+            if self.types and rng.random() < self.ratio:
+                t = rng.integers(len(self.types))
+                rows[i] = self.offsets[t] + rng.integers(self.counts[t])
+            else:
+                rows[i] = rng.integers(self.n_normals)
+        return rows
+
+    def batch(self, size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (B, 3, S, S) and bool masks (B, S, S), on the device."""
+        rows = torch.from_numpy(self.indices(size, rng)).to(self.device, non_blocking=True)
+        return self.images.index_select(0, rows), self.masks.index_select(0, rows)
 
 
 # --------------------------------------------------------------------------------------------- #

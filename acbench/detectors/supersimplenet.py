@@ -3,11 +3,14 @@ labelled anomalous training data (stock path: its `training_step` reads `gt_mask
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from pydantic import Field
 
 from acbench.data.category import CategoryData
@@ -80,7 +83,7 @@ class SuperSimpleNetSupervised(Detector):
                                pre_processor=Supersimplenet.configure_pre_processor((size, size)),
                                post_processor=raw_post_processor(), evaluator=False, visualizer=False)
         loader = train_loader(pool, 8, seed, samples_per_epoch=samples or 2 * len(pool.normals))
-        with tempfile.TemporaryDirectory(prefix="acbench-ssn-") as root:
+        with tempfile.TemporaryDirectory(prefix="acbench-ssn-") as root, _perlin_on(device):
             make_engine(device, epochs, Path(root)).fit(model, train_dataloaders=loader)
         evalset = load_eval_set(data, size)
         maps, scores = predict_raw(model, evalset.images, device)
@@ -91,3 +94,18 @@ class SuperSimpleNetSupervised(Detector):
         return metric_rows(values, {"weights": weights_column(resolution), "synthetic_ratio": opts.synthetic_ratio,
                                     "n_synthetic": pool.n_synthetic, "selection": "last", "preset": self.preset,
                                     "image_size": size})
+
+
+@contextlib.contextmanager
+def _perlin_on(device: torch.device):
+    """anomalib's SuperSimpleNet draws its feature-space Perlin noise without a device, so the noise lands
+    on `cuda` (the current GPU) whatever device the model runs on: a CPU run on a GPU machine, or a job
+    placed on `cuda:1`, then fails with mixed devices. Pin it to the detector's device while training."""
+    from anomalib.models.image.supersimplenet import anomaly_generator
+
+    original = anomaly_generator.generate_perlin_noise
+    anomaly_generator.generate_perlin_noise = functools.partial(original, device=device)
+    try:
+        yield
+    finally:
+        anomaly_generator.generate_perlin_noise = original

@@ -4,6 +4,14 @@ DRAEM's discriminative sub-network (anomalib ships it) trained from scratch on n
 empty masks and synthetic pairs, focal loss, Adam, multi-step LR. Pixel score = softmax anomaly
 channel; image score = max of the average-pooled map (21x21 at 256 px, DRAEM's convention).
 anomalib has no "discriminative-only" model, hence the own training loop.
+
+On a GPU the training set stays on the device (`DevicePool`: batches gathered there, the same batches as
+the host path, option `data_on_device: false` restores that path), the U-Net and its inputs are
+channels_last, and the forward pass runs under bf16 autocast (convolutions in bf16) while the weights,
+BatchNorm running statistics, optimiser state, focal loss and the softmax of the maps stay fp32 (bf16 has
+fp32's range: no loss scaling). That the bf16 forward leaves the detection metrics unchanged within
+seed-to-seed spread is a GPU check (benchmarks/RESULTS.md), not yet measured. On the CPU everything is
+fp32, and the device-resident and host paths give bit-identical models (tests/test_detectors_device_pool.py).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from acbench.data.category import CategoryData
 from acbench.detectors.anomalib_support import quiet_anomalib
 from acbench.detectors.base import Detector
 from acbench.detectors.common import (
+    DevicePool,
     EvalSet,
     SyntheticOptions,
     TrainingPool,
@@ -107,8 +116,12 @@ def _autocast(device: torch.device):
 
 
 def train_unet(pool: TrainingPool, preset: UnetPreset, seed: int, device: torch.device,
-               on_epoch: Callable[[int, torch.nn.Module], None] | None = None) -> torch.nn.Module:
-    """The literature's training loop; `on_epoch(epoch, model)` runs after every epoch."""
+               on_epoch: Callable[[int, torch.nn.Module], None] | None = None,
+               data_on_device: bool = True) -> torch.nn.Module:
+    """The literature's training loop; `on_epoch(epoch, model)` runs after every epoch.
+
+    `data_on_device`: batches come from a `DevicePool` (same draws, gathered on the device) instead of
+    being stacked on the host and copied each step."""
     from kornia.losses import FocalLoss
 
     torch.manual_seed(seed)
@@ -120,12 +133,15 @@ def train_unet(pool: TrainingPool, preset: UnetPreset, seed: int, device: torch.
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.2)
     focal = FocalLoss(alpha=None, gamma=2.0, reduction="mean")
     rng = np.random.default_rng(seed)
+    source = DevicePool(pool, device) if data_on_device else pool
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     steps = max(1, preset.samples_per_epoch // preset.batch_size)
     for epoch in range(preset.epochs):
         model.train()
         for _ in range(steps):
-            images, masks = pool.batch(preset.batch_size, rng)
-            x, target = to_float(images, device), masks.to(device).long()
+            images, masks = source.batch(preset.batch_size, rng)
+            x = to_float(images, device).contiguous(memory_format=memory_format)
+            target = masks.to(device).long()
             with _autocast(device):
                 logits = model(x)
             loss = focal(logits.float(), target)
@@ -169,7 +185,7 @@ class UnetLocalization(Detector):
             if progress:
                 progress(epoch + 1, preset.epochs)
 
-        model = train_unet(pool, preset, seed, device, on_epoch)
+        model = train_unet(pool, preset, seed, device, on_epoch, data_on_device=opts.data_on_device)
         if best is not None:
             maps, scores = best.maps, best.scores
         else:
@@ -189,12 +205,13 @@ class _BestOnTest:
 
     def __init__(self, evalset: EvalSet, device: torch.device) -> None:
         self.evalset, self.device = evalset, device
+        self.images = evalset.images.to(device)  # evaluated after every epoch: held on the device once
         self.score, self.epoch = -np.inf, -1
         self.maps: np.ndarray | None = None
         self.scores: np.ndarray | None = None
 
     def update(self, epoch: int, model: torch.nn.Module) -> None:
-        maps, scores = predict(model, self.evalset.images, self.device)
+        maps, scores = predict(model, self.images, self.device)
         m = detection_metrics(self.evalset.labels, scores, self.evalset.masks.numpy(), maps)
         # undefined pixel metrics (all-empty masks) count 0: the selection then rests on image AUROC
         total = float(np.nansum([m["image_auroc"], m["pixel_auroc"], m["pixel_ap"], m["aupro"]]))

@@ -1,9 +1,14 @@
 """Cost estimates before spending: GPU-hours and peak GPU memory per stage of a plan.
 
-Each job's cost comes from its `cost_key` (stage:plugin[:preset]). Reference figures per preset are
-below: rough, one A100-class GPU, for planning only. They are replaced by what earlier runs measured:
-every finished job records `seconds`, `peak_gpu_gb` and its `cost_key` in its DONE.json marker, and
-the median of those (per generated image for generation) is used wherever it exists.
+Each job's cost comes from its `cost_key` (stage:plugin[:preset]), from the first of:
+
+1. what earlier runs measured: every finished job records `seconds`, `peak_gpu_gb` and its `cost_key`
+   in its DONE.json marker, and the median of those (per generated image for generation) is used;
+2. figures measured on real hardware and kept as data in `costs_measured.yaml` (device, date,
+   settings and the benchmark command of each);
+3. the reference figures per preset below: rough guesses for one A100-class GPU ("preset figure").
+
+`acbench plan` says per stage which cost keys were priced from measurements and which are estimates.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+
+import yaml
 
 from acbench.engine.plan import Job
 from acbench.engine.store import MARKER, RunStore
@@ -68,6 +76,27 @@ def reference_figure(key: str) -> Figure:
     return next(FIGURES[c] for c in candidates if c in FIGURES)
 
 
+CALIBRATION_FILE = Path(__file__).with_name("costs_measured.yaml")
+
+
+@cache
+def calibrated_figures(path: Path = CALIBRATION_FILE) -> dict[str, Figure]:
+    """The hardware measurements of `costs_measured.yaml`, by cost key."""
+    out = {}
+    for entry in yaml.safe_load(path.read_text())["figures"]:
+        key = entry["key"]
+        peak = entry.get("peak_gb", reference_figure(key).peak_gb)
+        how = "measured" if entry.get("basis", "measured") == "measured" else "scaled from a measurement"
+        out[key] = Figure(float(entry["seconds"]), float(peak), bool(entry.get("per_image", False)),
+                          source=f"{how} on {entry['device']}, {entry['date']}")
+    return out
+
+
+def is_measured(figure: Figure) -> bool:
+    """False for the preset guesses; True for run timings and hardware measurements."""
+    return figure.source != FIGURES["fit"].source
+
+
 def measured_figures(run_dirs: Iterable[Path]) -> dict[str, Figure]:
     """Median timings per cost key from the DONE.json markers of earlier runs."""
     seconds: dict[str, list[float]] = {}
@@ -100,16 +129,20 @@ class StageEstimate:
     cpu_hours: float = 0.0
     peak_gb: float = 0.0
     sources: set[str] | None = None
+    measured_gpu_hours: float = 0.0  # the part of gpu_hours priced from measurements
+    keys: dict[str, str] = field(default_factory=dict)  # cost key -> where its figure comes from
 
 
 def job_figures(job: Job, measured: dict[str, Figure]) -> list[tuple[Figure, str]]:
     key = job.params.get("cost_key", job.stage)
+    calibrated = calibrated_figures()
     if key in measured:
         return [(measured[key], key)]
     if job.stage == "quality":  # one figure per metric, so a protocol's metric mix is priced right
         stage, _, names = key.partition(":")
-        return [(measured.get(f"{stage}:{n}") or reference_figure(f"{stage}:{n}"), n) for n in names.split("+")]
-    return [(reference_figure(key), key)]
+        return [(measured.get(f"{stage}:{n}") or calibrated.get(f"{stage}:{n}") or reference_figure(f"{stage}:{n}"),
+                 f"{stage}:{n}") for n in names.split("+")]
+    return [(calibrated.get(key) or reference_figure(key), key)]
 
 
 def estimate(jobs: list[Job], images_per_job: dict[str, int], measured: dict[str, Figure],
@@ -120,14 +153,16 @@ def estimate(jobs: list[Job], images_per_job: dict[str, int], measured: dict[str
         est = stages.setdefault(job.stage, StageEstimate(job.stage, sources=set()))
         est.jobs += 1
         done = store is not None and store.is_done(job)
-        for fig, _ in job_figures(job, measured):
+        for fig, key in job_figures(job, measured):
             est.peak_gb = max(est.peak_gb, fig.peak_gb)
             est.sources.add(fig.source)  # type: ignore[union-attr]
+            est.keys[key] = fig.source
             if done:
                 continue
             hours = fig.seconds * (images_per_job.get(job.id, 1) if fig.per_image else 1) / 3600
             if fig.gpu:
                 est.gpu_hours += hours * max(gpus_per_job, 1)
+                est.measured_gpu_hours += hours * max(gpus_per_job, 1) if is_measured(fig) else 0.0
             else:
                 est.cpu_hours += hours
         est.pending += 0 if done else 1

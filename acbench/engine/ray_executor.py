@@ -1,6 +1,9 @@
 """The Ray executor: each job becomes a Ray task with the protocol's resource request.
 
-    executor: {kind: ray, address: auto, gpus_per_job: 1, cpus_per_job: 8}
+    executor: {kind: ray, address: auto, gpus_per_job: 1, cpus_per_job: 8, options: {light_jobs_per_gpu: 4}}
+
+Each job asks for the resources `acbench.engine.packing.job_resources` gives it: no GPU for CPU-only
+work, a whole GPU for heavy stages, a fraction for light GPU jobs (several per GPU).
 
 Ray places tasks on whichever node has a free GPU; every node must see the run folder at the same
 path (a shared file system: NFS, Lustre, a mounted bucket), because jobs read their inputs from it
@@ -13,6 +16,7 @@ import logging
 from typing import Any
 
 from acbench.engine.executors import DependencyScheduler
+from acbench.engine.packing import job_resources, packing_options
 from acbench.engine.plan import Job
 from acbench.engine.store import RunStore
 from acbench.engine.worker import JobOutcome, record_lost_job, run_job
@@ -34,6 +38,7 @@ class RayExecutor(DependencyScheduler):
     def __init__(self, config: ExecutorConfig, device: str) -> None:
         self.config = config
         self.device = device  # resolved by the driver, the same for every job
+        self.packing = packing_options(config)  # checked before Ray starts or any job runs
         self.ray = import_ray()
         self.started_here = False
 
@@ -49,13 +54,13 @@ class RayExecutor(DependencyScheduler):
                                 "the address to start Ray on this machine") from None
             self.started_here = True
         # Failed jobs are recorded by run_job itself; Ray must not silently re-run them.
-        self.task = ray.remote(run_job).options(num_cpus=self.config.cpus_per_job,
-                                                num_gpus=self.config.gpus_per_job, max_retries=0)
+        self.task = ray.remote(run_job)
         self.protocol_ref = ray.put(protocol.model_dump_json())
         self.root = str(store.root.resolve())
 
     def submit(self, job: Job) -> Any:
-        return self.task.remote(self.protocol_ref, self.root, job, self.device)
+        task = self.task.options(**job_resources(job, self.config, self.packing), max_retries=0)
+        return task.remote(self.protocol_ref, self.root, job, self.device)
 
     def wait(self, handles: list[Any]) -> list[Any]:
         ready, _ = self.ray.wait(handles, num_returns=1, timeout=self.poll_seconds)

@@ -31,6 +31,25 @@ def estimate_table(stages: list[StageEstimate]) -> Table:
     return table
 
 
+def basis_lines(stages: list[StageEstimate]) -> list[str]:
+    """Per stage, which cost keys are priced from measurements and which are estimates; then the total."""
+    from acbench.engine.costs import FIGURES
+
+    guess = FIGURES["fit"].source
+    lines = []
+    for s in stages:
+        measured = sorted(k for k, src in s.keys.items() if src != guess)
+        estimated = sorted(k for k, src in s.keys.items() if src == guess)
+        parts = [f"measured: {', '.join(f'{k} ({s.keys[k]})' for k in measured)}"] if measured else []
+        parts += [f"estimated (preset figure): {', '.join(estimated)}"] if estimated else []
+        lines.append(f"{s.stage}: " + "; ".join(parts))
+    total = sum(s.gpu_hours for s in stages)
+    part = sum(s.measured_gpu_hours for s in stages)
+    lines.append(f"total GPU-hours: {_hours(total)} on one GPU: {_hours(part)} priced from measurements (devices "
+                 f"above), {_hours(total - part)} from preset figures (rough, one A100-class GPU)")
+    return lines
+
+
 def weights_table(weights: list[WeightStatus]) -> Table:
     table = Table("weight", "needed by", "state", "where / looked in", title="weights")
     for w in weights:
@@ -52,6 +71,8 @@ def print_plan(console: Console, study: StudyPlan, show_jobs: bool) -> None:
     else:
         console.print("weights: none needed")
     console.print(estimate_table(study.stages))
+    for line in basis_lines(study.stages):
+        console.print(line, highlight=False, soft_wrap=True)
     if study.history:
         console.print(f"timings from earlier runs: {', '.join(str(p) for p in study.history)}")
 

@@ -94,6 +94,9 @@ class AnomalyDiffusion(Synthesizer):
     Options = AnomalyDiffusionOptions
     fit_scope = "dataset"
     description = "AnomalyDiffusion (AAAI 2024): spatial anomaly embedding + AAR on a frozen LDM / SD-1.5"
+    # `acbench selftest`: without weights the base is always the tiny random one (no random full-size LDM),
+    # so the self-test runs it on every device
+    selftest_options = {"cpu": {"model": "tiny", "schedule": "tiny"}}
 
     def __init__(self, options=None, weights: str = "pretrained") -> None:
         super().__init__(options, weights)

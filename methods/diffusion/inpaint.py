@@ -44,6 +44,8 @@ def sample_inpaint(
     guidance: float = 7.0,
     negative_prompt: str | None = None,
     padding_mask_crop: int | None = None,
+    pad_to: int | None = None,
+    embeddings: Any = None,
     **pipe_kwargs: Any,
 ) -> list[np.ndarray]:
     """Inpaint a batch in one pipeline call; returns uint8 HxWx3 images at the input size.
@@ -51,8 +53,19 @@ def sample_inpaint(
     One CPU generator per image (seeded with its own seed) draws that image's noise, so an image is
     the same whether it is generated alone or in a batch, and on any device. `padding_mask_crop`
     (diffusers' option: paint a crop around the mask, padded by that many pixels, at full resolution)
-    works on one image per call in diffusers, so the batch is then painted image by image.
+    works on one image per call in diffusers, so the batch is then painted image by image. `pad_to` and
+    `embeddings` are the speed options of `acbench_methods.diffusion.speed` (fixed batch shape, prompts
+    encoded once).
     """
+    n = len(images)
+    if pad_to is not None and n < pad_to:  # fixed shapes for a compiled UNet: the extra outputs are dropped
+        from acbench_methods.diffusion.speed import pad_embeds
+
+        extra = pad_to - n
+        images, masks = list(images) + [images[-1]] * extra, list(masks) + [masks[-1]] * extra
+        prompts, seeds = list(prompts) + [prompts[-1]] * extra, list(seeds) + [seeds[-1]] * extra
+        if "ip_adapter_image_embeds" in pipe_kwargs:
+            pipe_kwargs["ip_adapter_image_embeds"] = pad_embeds(pipe_kwargs["ip_adapter_image_embeds"], n, pad_to)
     size = images[0].shape[0]
     if padding_mask_crop:
         out = []
@@ -73,11 +86,14 @@ def sample_inpaint(
                 **pipe_kwargs,
             ).images[0]
             out.append(np.asarray(painted.convert("RGB").resize((image.shape[1], image.shape[0]), Image.BICUBIC)))
-        return out
+        return out[:n]
     generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     negative = None if negative_prompt is None else [negative_prompt] * len(images)
+    if embeddings is not None:  # a `PromptEmbeddings`: the text encoder ran once per distinct prompt
+        pipe_kwargs.update(embeddings.get(pipe, list(prompts), negative_prompt, guidance))
+        prompts, negative = None, None
     out = pipe(
-        prompt=list(prompts),
+        prompt=None if prompts is None else list(prompts),
         image=[Image.fromarray(i) for i in images],
         mask_image=[Image.fromarray(np.asarray(m, dtype=np.uint8) * 255) for m in masks],
         height=size,
@@ -90,7 +106,7 @@ def sample_inpaint(
         output_type="np",
         **pipe_kwargs,
     ).images
-    return [np.clip(np.rint(im * 255), 0, 255).astype(np.uint8) for im in out]
+    return [np.clip(np.rint(im * 255), 0, 255).astype(np.uint8) for im in out[:n]]
 
 
 def composite(

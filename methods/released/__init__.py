@@ -66,6 +66,7 @@ class Released(Synthesizer):
     Options = ReleasedOptions
     fit_scope = "none"
     description = "published generated pairs of a method, read from a folder (no training)"
+    selftest_skip = "replays a folder of released pairs the user supplies; nothing to run without one"
 
     def __init__(self, options=None, weights: str = "pretrained") -> None:
         super().__init__(options, weights)
