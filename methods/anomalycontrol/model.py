@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from acbench.weights import Policy
 from acbench_methods.anomalycontrol.ablations import VARIANTS, Variant
@@ -18,22 +17,14 @@ from acbench_methods.anomalycontrol.csm import CrossModalSemantics
 from acbench_methods.anomalycontrol.options import AnomalyControlOptions
 from acbench_methods.anomalycontrol.presets import MODELS, SCHEDULES, ModelPreset, build_csm, resolve_ip_adapter
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
-from acbench_methods.diffusion import InpaintComponents, build_inpaint_components, composite, sample_inpaint
-
-
-def resize_rgb(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Bicubic resize to `size` (square side, or (height, width))."""
-    h, w = (size, size) if isinstance(size, int) else size
-    if image.shape[:2] == (h, w):
-        return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC))
-
-
-def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    h, w = (size, size) if isinstance(size, int) else size
-    if mask.shape == (h, w):
-        return mask
-    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) >= 128
+from acbench_methods.diffusion import (
+    InpaintComponents,
+    build_inpaint_components,
+    composite,
+    resize_mask,
+    resize_rgb,
+    sample_inpaint,
+)
 
 
 def compute_dtype(device: str) -> torch.dtype:

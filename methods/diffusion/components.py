@@ -206,8 +206,10 @@ def _random_components(model: Model, seed: int) -> InpaintComponents:
     )
 
 
-def load_inpaint_components(folder: str | Path, dtype: torch.dtype | None = None) -> InpaintComponents:
-    """SD-inpainting components from a diffusers folder (model_index.json layout), offline."""
+def load_sd_folder(folder: str | Path, dtype: torch.dtype | None, in_channels: int, kind: str, use: str,
+                   provenance_key: str) -> InpaintComponents:
+    """Stable Diffusion components from a diffusers folder (model_index.json layout), offline, checked:
+    every part present, a UNet with `in_channels` inputs (9 inpainting, 4 text-to-image), a real tokenizer."""
     folder = str(folder)
     kw = {"local_files_only": True}
     try:
@@ -218,13 +220,12 @@ def load_inpaint_components(folder: str | Path, dtype: torch.dtype | None = None
         scheduler = PNDMScheduler.from_pretrained(folder, subfolder="scheduler", **kw)
     except (OSError, ValueError) as exc:
         raise UserError(
-            f"{folder}: not a complete SD-inpainting folder ({str(exc).splitlines()[0]}); "
+            f"{folder}: not a complete {kind} folder ({str(exc).splitlines()[0]}); "
             f"it needs unet/, vae/, text_encoder/, tokenizer/, scheduler/"
         ) from None
-    if unet.config.in_channels != 9:
+    if unet.config.in_channels != in_channels:
         raise UserError(
-            f"{folder}: UNet has {unet.config.in_channels} input channels, an inpainting UNet has 9; "
-            f"use an SD-inpainting checkpoint such as {SD15_INPAINT_REPO}"
+            f"{folder}: UNet has {unet.config.in_channels} input channels, a {kind} UNet has {in_channels}; {use}"
         )
     # transformers silently builds a 2-token tokenizer when its files are missing: check it.
     if len(tokenizer) != text.config.vocab_size:
@@ -232,16 +233,14 @@ def load_inpaint_components(folder: str | Path, dtype: torch.dtype | None = None
             f"{folder}/tokenizer: {len(tokenizer)} tokens for a text encoder of "
             f"{text.config.vocab_size}; the tokenizer files are missing or corrupt"
         )
-    return InpaintComponents(
-        unet,
-        vae,
-        text,
-        tokenizer,
-        scheduler,
-        random_weights=False,
-        source=folder,
-        provenance={"random_weights": False, "inpainting_weights": folder},
-    )
+    return InpaintComponents(unet, vae, text, tokenizer, scheduler, random_weights=False, source=folder,
+                             provenance={"random_weights": False, provenance_key: folder})
+
+
+def load_inpaint_components(folder: str | Path, dtype: torch.dtype | None = None) -> InpaintComponents:
+    """SD-inpainting components from a diffusers folder (model_index.json layout), offline."""
+    return load_sd_folder(folder, dtype, 9, "SD-inpainting",
+                          f"use an SD-inpainting checkpoint such as {SD15_INPAINT_REPO}", "inpainting_weights")
 
 
 def build_inpaint_components(

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
 
-from acbench.errors import UserError
 from acbench.weights import Policy, Resolution, resolve_hf
 from acbench_methods.diffusion.components import (
     SD15_TEXT,
@@ -28,6 +27,7 @@ from acbench_methods.diffusion.components import (
     InpaintComponents,
     Model,
     byte_level_clip_tokenizer,
+    load_sd_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -39,33 +39,8 @@ TINY_TEXT2IMG_UNET = {**TINY_UNET, "in_channels": 4}
 
 def load_text2img_components(folder: str | Path, dtype: torch.dtype | None = None) -> InpaintComponents:
     """SD-1.5 text-to-image components from a diffusers folder (model_index.json layout), offline."""
-    folder = str(folder)
-    kw = {"local_files_only": True}
-    try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, **kw)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, **kw)
-        text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, **kw)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw)
-        scheduler = PNDMScheduler.from_pretrained(folder, subfolder="scheduler", **kw)
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"{folder}: not a complete SD-1.5 folder ({str(exc).splitlines()[0]}); "
-            f"it needs unet/, vae/, text_encoder/, tokenizer/, scheduler/"
-        ) from None
-    if unet.config.in_channels != 4:
-        raise UserError(
-            f"{folder}: UNet has {unet.config.in_channels} input channels, a text-to-image UNet has 4; "
-            f"use {SD15_REPO}, not an inpainting checkpoint"
-        )
-    if len(tokenizer) != text.config.vocab_size:  # transformers builds a 2-token tokenizer silently
-        raise UserError(
-            f"{folder}/tokenizer: {len(tokenizer)} tokens for a text encoder of "
-            f"{text.config.vocab_size}; the tokenizer files are missing or corrupt"
-        )
-    return InpaintComponents(
-        unet, vae, text, tokenizer, scheduler, random_weights=False, source=folder,
-        provenance={"random_weights": False, "sd15_weights": folder},
-    )
+    return load_sd_folder(folder, dtype, 4, "text-to-image", f"use {SD15_REPO}, not an inpainting checkpoint",
+                          "sd15_weights")
 
 
 def build_text2img_components(
