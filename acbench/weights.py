@@ -150,7 +150,7 @@ def resolve_hf_file(name: str, repo_id: str, filenames: tuple[str, ...], policy:
     def exists(path: Path) -> bool:
         return path.is_file() or any((path / f).is_file() for f in filenames)
 
-    early = _random_or_explicit(name, policy, explicit, exists, tried)
+    early = _random_or_explicit(name, policy, explicit, exists)
     if early is not None:
         if early.path is not None and Path(early.path).is_dir():
             found = next(Path(early.path) / f for f in filenames if (Path(early.path) / f).is_file())

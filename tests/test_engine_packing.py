@@ -48,9 +48,9 @@ def test_bad_packing_options_are_one_line_before_any_job():
     from acbench.engine.ray_executor import RayExecutor
 
     with pytest.raises(UserError, match=r"executor.options: unknown key 'jobs_per_gpu'.*light_jobs_per_gpu"):
-        RayExecutor(ExecutorConfig(kind="ray", options={"jobs_per_gpu": 4}))
+        RayExecutor(ExecutorConfig(kind="ray", options={"jobs_per_gpu": 4}), "cpu")
     with pytest.raises(UserError, match=r"executor.options.light_jobs_per_gpu: .*greater than or equal to 1"):
-        RayExecutor(ExecutorConfig(kind="ray", options={"light_jobs_per_gpu": 0}))
+        RayExecutor(ExecutorConfig(kind="ray", options={"light_jobs_per_gpu": 0}), "cpu")
     assert packing_options(ExecutorConfig()) == PackingOptions()
 
 
@@ -105,7 +105,7 @@ def test_the_executor_submits_each_job_with_its_own_request():
 
     protocol = parse_protocol({**STUDY, "executor": {"kind": "ray", "gpus_per_job": 1, "cpus_per_job": 2,
                                                      "options": {"light_jobs_per_gpu": 4}}})
-    executor = RayExecutor(protocol.executor)
+    executor = RayExecutor(protocol.executor, "cpu")
     asked = []
 
     class Task:  # what `ray.remote(run_job)` offers: options(**request).remote(...)
