@@ -13,9 +13,7 @@ the same steps as one that never stopped.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from accelerate import Accelerator
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from acbench_methods.diffusion.train_state import resume_state, save_state
 from acbench_methods.anomalydiffusion.base import DiffusionBase
 from acbench_methods.anomalydiffusion.sampling import latent_mask
 
@@ -105,7 +104,7 @@ def train(base: DiffusionBase, module: nn.Module, vectors_of: VectorsFn, items: 
                               mixed_precision=cfg.mixed_precision if device.startswith("cuda") else "no")
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.learning_rate)
     module, optimizer = accelerator.prepare(module, optimizer)
-    start = _resume(accelerator, state_dir)
+    start = resume_state(accelerator, state_dir, "AnomalyDiffusion")
     losses: list[float] = []
     module.train()
     for step in range(start, cfg.steps):
@@ -118,31 +117,11 @@ def train(base: DiffusionBase, module: nn.Module, vectors_of: VectorsFn, items: 
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            _save(accelerator, state_dir, step + 1)
+            save_state(accelerator, state_dir, step + 1)
         if progress is not None:
             progress(step + 1, cfg.steps)
     module.eval()
     return losses
-
-
-def _resume(accelerator: Accelerator, state_dir: Path) -> int:
-    marker = state_dir / "step.json"
-    if not marker.is_file():
-        return 0
-    accelerator.load_state(str(state_dir / "state"))
-    step = int(json.loads(marker.read_text())["step"])
-    log.info("AnomalyDiffusion: resuming training from step %d (%s)", step, state_dir)
-    return step
-
-
-def _save(accelerator: Accelerator, state_dir: Path, step: int) -> None:
-    """Write the new state beside the old one, then swap: a crash never leaves a half-written state."""
-    tmp = state_dir / "state.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    shutil.rmtree(state_dir / "state", ignore_errors=True)
-    tmp.rename(state_dir / "state")
-    (state_dir / "step.json").write_text(json.dumps({"step": step}))
 
 
 @torch.no_grad()

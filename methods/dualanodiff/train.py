@@ -16,9 +16,7 @@ from a generator seeded by (seed, k), so a run resumed from a saved state (`acce
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMScheduler
 
+from acbench_methods.diffusion.train_state import resume_state, save_state
 from acbench_methods.diffusion import InpaintComponents
 from acbench_methods.dualanodiff.attention import BRANCHES, DualAdapter
 
@@ -146,7 +145,7 @@ def train_adapter(components: InpaintComponents, adapter: DualAdapter, data: Tra
                                   weight_decay=1e-2, eps=1e-8)
     adapter, optimizer = accelerator.prepare(adapter, optimizer)
     noise_scheduler = DDPMScheduler.from_config(components.scheduler.config)
-    report = TrainReport(steps=steps, resumed_from=_resume(accelerator, state_dir))
+    report = TrainReport(steps=steps, resumed_from=resume_state(accelerator, state_dir, "DualAnoDiff"))
     adapter.train()
     for step in range(report.resumed_from, steps):
         gen = step_generator(seed, step)
@@ -158,27 +157,8 @@ def train_adapter(components: InpaintComponents, adapter: DualAdapter, data: Tra
         optimizer.zero_grad(set_to_none=True)
         report.losses.append(float(loss.detach()))
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            _save(accelerator, state_dir, step + 1)
+            save_state(accelerator, state_dir, step + 1)
     adapter.eval().requires_grad_(False)
     return report
 
 
-def _resume(accelerator: Accelerator, state_dir: Path) -> int:
-    marker = state_dir / "step.json"
-    if not marker.is_file():
-        return 0
-    accelerator.load_state(str(state_dir / "state"))
-    step = int(json.loads(marker.read_text())["step"])
-    log.info("DualAnoDiff: resuming training from step %d (%s)", step, state_dir)
-    return step
-
-
-def _save(accelerator: Accelerator, state_dir: Path, step: int) -> None:
-    """Write the new state beside the old one, then swap: a crash never leaves a half-written state."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / "state.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    shutil.rmtree(state_dir / "state", ignore_errors=True)
-    tmp.rename(state_dir / "state")
-    (state_dir / "step.json").write_text(json.dumps({"step": step}))
