@@ -66,7 +66,7 @@ PRESETS = {
     "paper": UnetPreset(image_size=256, base_width=64, epochs=200, samples_per_epoch=500, batch_size=8, lr=1e-4),
     # CPU demo and tests: a narrower U-Net at 64 px; a higher LR so a few hundred samples teach something.
     "tiny": UnetPreset(image_size=64, base_width=16, epochs=6, samples_per_epoch=80, batch_size=8, lr=3e-3),
-    # The embedded demo: ~20 methods x 3 categories on 2 CPU cores in minutes, so half the width (a quarter of
+    # The embedded demo: 17 method rows x 3 categories on 2 CPU cores in minutes, so half the width (a quarter of
     # the convolution work) and 32 steps; it shows the machinery, its numbers are not comparable.
     "demo": UnetPreset(image_size=64, base_width=8, epochs=4, samples_per_epoch=64, batch_size=8, lr=3e-3),
 }
