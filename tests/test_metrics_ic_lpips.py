@@ -126,16 +126,30 @@ def test_fast_path_equals_an_independent_loop_with_ties_and_caps(alex, vgg, vari
     assert fast.score_nonzero == pytest.approx(nonzero, abs=1e-5)
 
 
+def test_first_policy_keeps_running_sums_not_images(alex):
+    from acbench.metrics.ic_lpips import ClusteredLpips
+
+    refs, generated = _clustered_set()
+    metric = ClusteredLpips(refs, dataclasses.replace(DFMGAN, cap=4), LpipsFeatures(alex), batch_size=4)
+    for batch in generated.split(4):
+        metric.update(batch)
+    assert not metric.cached and not metric.images  # memory does not grow with the number of images
+    assert metric.sums.shape == (len(refs), metric.reference_features.shape[1])
+    assert metric.counts == [4, 1, 3, 0]  # capped members were never added
+
+
 def test_small_feature_cache_recomputes_the_same_values(alex):
     refs, generated = _clustered_set(32)
     feats = LpipsFeatures(alex)
     from acbench.metrics.ic_lpips import ClusteredLpips
 
-    metric = ClusteredLpips(refs, DFMGAN, feats, batch_size=3, feature_cache_bytes=1)  # nothing fits
+    drawn = dataclasses.replace(ANOMALYDIFFUSION, cap=3)  # members drawn at the end: images or features kept
+    metric = ClusteredLpips(refs, drawn, feats, batch_size=3, feature_cache_bytes=1)  # nothing fits
     for batch in generated.split(3):
         metric.update(batch)
     recomputed = metric.compute()
-    assert recomputed.cluster_scores == pytest.approx(ic_lpips(generated, refs, DFMGAN, feats).cluster_scores,
+    assert not metric.cached and len(metric.images) == len(generated)
+    assert recomputed.cluster_scores == pytest.approx(ic_lpips(generated, refs, drawn, feats).cluster_scores,
                                                       abs=1e-9, nan_ok=True)
 
 

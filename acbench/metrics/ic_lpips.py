@@ -19,9 +19,9 @@ variant:
   pairs, clusters with < 2 members excluded; the type score is the mean over the remaining clusters.
 
 `ClusteredLpips` (update/compute) and `ic_lpips` (functional) compute each image's LPIPS features
-once and every distance from them (see `lpips_features`). `ic_lpips_reference` is the plain loop
-(one generated image against all references at a time, cyclic shifts for the pairs, as DFMGAN
-does) that the fast path is tested and benchmarked against.
+once and every score from per-cluster sums of them (see `lpips_features` and `ClusteredLpips`).
+`ic_lpips_reference` is the plain loop (one generated image against all references at a time,
+cyclic shifts for the pairs, as DFMGAN does) that the fast path is tested and benchmarked against.
 """
 
 from __future__ import annotations
@@ -105,9 +105,13 @@ def _subsample(members: list[int], cap: int, seed: int, cluster: int) -> list[in
 class ClusteredLpips:
     """IC-LPIPS of one anomaly type, torchmetrics-style: `update(batch)` ... `compute()`.
 
-    Images are float tensors in [-1, 1], already at `variant.size`. Features of kept images stay
-    in memory up to `feature_cache_bytes`; beyond that the images are kept and their features
-    recomputed in `compute`.
+    Images are float tensors in [-1, 1], already at `variant.size`. A cluster's score needs only sums of
+    its members' LPIPS vectors u (see `lpips_features`): over ordered pairs of distinct members,
+    sum ||u_i - u_j||^2 = 2m sum |u_i|^2 - 2 |sum u_i|^2, so no pair is ever formed. Under the `first`
+    cap policy the members are known as images arrive and each cluster keeps a float64 running sum
+    and sum of squared norms (memory: references x feature size), nothing per image. Under the
+    `random` policy the members are drawn at the end, so the images are kept (features of the ones
+    that fit in `feature_cache_bytes`) and the drawn members' features computed in `compute`.
     """
 
     def __init__(self, references: Tensor, variant: IcLpipsVariant, features: LpipsFeatures, seed: int = 0,
@@ -122,45 +126,71 @@ class ClusteredLpips:
     def reset(self) -> None:
         self.assignments: list[int] = []
         self.counts = [0] * len(self.reference_features)
-        self.cached: dict[int, Tensor] = {}
-        self.images: dict[int, Tensor] = {}
+        self.sums: Tensor | None = None  # (references, D) float64: sum of u per cluster (`first` policy)
+        self.sumsq: Tensor | None = None  # (references,) float64: sum of |u|^2 per cluster
+        self.cached: dict[int, Tensor] = {}  # `random` policy: features that fit the budget...
+        self.images: dict[int, Tensor] = {}  # ... and the images of the others
         self.cached_bytes = 0
 
     def update(self, images: Tensor) -> None:
         feats = self.features(images)
         nearest = assign(self.features.distances(feats, self.reference_features), self.variant.ties).tolist()
-        for row, cluster in enumerate(nearest):
-            index = len(self.assignments)
-            self.assignments.append(cluster)
-            if self.variant.cap_policy == "first" and self.counts[cluster] >= self.variant.cap:
-                continue  # dropped for good: no need to keep it
-            self.counts[cluster] += 1
+        first = len(self.assignments)
+        self.assignments += nearest
+        if self.variant.cap_policy == "first":
+            self._accumulate(feats, nearest)
+            return
+        for row in range(len(nearest)):  # `random`: every image may be drawn in `compute`
             size = feats[row].numel() * feats.element_size()
             if self.cached_bytes + size <= self.cache_budget:
-                self.cached[index] = feats[row].clone()
+                self.cached[first + row] = feats[row].clone()
                 self.cached_bytes += size
             else:
-                self.images[index] = images[row].detach().cpu()
+                self.images[first + row] = images[row].detach()
+
+    def _accumulate(self, feats: Tensor, nearest: list[int]) -> None:
+        keep = []
+        for row, cluster in enumerate(nearest):
+            if self.counts[cluster] < self.variant.cap:  # later ones are dropped, as DFMGAN drops them
+                self.counts[cluster] += 1
+                keep.append(row)
+        if not keep:
+            return
+        if self.sums is None:
+            self.sums = torch.zeros(len(self.counts), feats.shape[1], dtype=torch.float64, device=feats.device)
+            self.sumsq = torch.zeros(len(self.counts), dtype=torch.float64, device=feats.device)
+        rows = torch.tensor(keep, device=feats.device)
+        kept = feats.index_select(0, rows).double()
+        clusters = torch.tensor([nearest[r] for r in keep], device=feats.device)
+        self.sums.index_add_(0, clusters, kept)
+        self.sumsq.index_add_(0, clusters, (kept * kept).sum(dim=1))
 
     def compute(self) -> IcLpipsResult:
         members = select_members(self.assignments, len(self.reference_features), self.variant, self.seed)
-        scores = [self._cluster_score(m) if len(m) >= 2 else float("nan") for m in members]
+        if self.variant.cap_policy == "first":
+            scores = [self._score(len(m), self.sums[j], self.sumsq[j]) if len(m) >= 2 else float("nan")
+                      for j, m in enumerate(members)]
+        else:
+            scores = [self._drawn_score(m) if len(m) >= 2 else float("nan") for m in members]
         return IcLpipsResult(self.variant, [len(m) for m in members], scores)
 
-    def _cluster_features(self, members: list[int]) -> Tensor:
-        missing = [i for i in members if i not in self.cached]
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start:start + self.batch_size]
-            feats = self.features(torch.stack([self.images[i] for i in chunk]))
-            self.cached.update(zip(chunk, feats, strict=True))  # recomputed ones are reused, not re-budgeted
-        return torch.stack([self.cached[i] for i in members])
+    @staticmethod
+    def _score(m: int, total: Tensor, sumsq: Tensor) -> float:
+        """Mean LPIPS over the m(m-1) ordered pairs of distinct members, from their sums."""
+        return float((2 * m * sumsq - 2 * total.dot(total)) / (m * (m - 1)))
 
-    def _cluster_score(self, members: list[int]) -> float:
-        feats = self._cluster_features(members)
-        dist = self.features.distances(feats)
-        m = len(members)
-        off_diagonal = ~torch.eye(m, dtype=torch.bool, device=dist.device)
-        return float(dist[off_diagonal].sum() / (m * (m - 1)))  # ordered pairs = unordered, d is symmetric
+    def _drawn_score(self, members: list[int]) -> float:
+        total, sumsq = None, torch.zeros((), dtype=torch.float64)
+        for start in range(0, len(members), self.batch_size):
+            chunk = members[start:start + self.batch_size]
+            missing = [i for i in chunk if i not in self.cached]
+            computed = dict(zip(missing, self.features(torch.stack([self.images[i] for i in missing])), strict=True)) \
+                if missing else {}
+            feats = torch.stack([self.cached[i] if i in self.cached else computed[i] for i in chunk]).double()
+            part = feats.sum(dim=0)
+            total = part if total is None else total + part
+            sumsq = sumsq.to(feats.device) + (feats * feats).sum()
+        return self._score(len(members), total, sumsq)
 
 
 def ic_lpips(generated: Tensor, references: Tensor, variant: IcLpipsVariant, features: LpipsFeatures,
