@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from acbench.report.load import display_name
 from acbench.report.tables import BOOTSTRAP_RESAMPLES, MEAN_ROW, TEST_IMAGES, TEST_UNITS, MetricTable, cell_parts
 
 RANDOM_NOTE = "† random weights — not comparable"
@@ -62,10 +61,11 @@ def marks_note(where: dict[str, str]) -> str:
     for name, words in where.items():
         if words:
             groups.setdefault(words, []).append(name)
-    parts = "; ".join(f"{', '.join(names)}: {words}" for words, names in groups.items())
+    parts = "; ".join(f"{', '.join(names)} — {words}" for words, names in groups.items())
     return (f"best in bold, second underlined only where a paired bootstrap (95%, {BOOTSTRAP_RESAMPLES} resamples) "
             "separates them from the next — over the test images (the same stratified draws for both methods) "
-            "and over seeds (categories × seeds in the mean row) where there are ≥ 3; where both apply, both must; unmarked = tied; decided by "
+            "and over seeds (categories × seeds in the mean row) where there are ≥ 3; where both apply, both must; "
+            "unmarked = tied. Tests that decided: "
             + (parts or "none (tied)"))
 
 
