@@ -34,8 +34,9 @@ def _rows(scores: dict[str, dict[str, list[np.ndarray]]], labels: dict[str, np.n
     for label, cats in scores.items():
         for cat, per_seed in cats.items():
             for seed, s in enumerate(per_seed):
+                method, _, variant = label.partition("/")
                 for metric, fn in (("image_auroc", roc_auc_score), ("image_ap", average_precision_score)):
-                    rows.append({"method": label, "variant": "", "category": cat, "seed": seed, "stage": "detect",
+                    rows.append({"method": method, "variant": variant, "category": cat, "seed": seed, "stage": "detect",
                                  "detector": DETECTOR, "anomaly_type": "", "metric": metric, "scope": "image",
                                  "value": fn(labels[cat], s), "weights": "pretrained"})
     return pd.DataFrame(rows)
@@ -163,3 +164,18 @@ def test_report_notes_say_which_test_decided(tmp_path):
     # without predictions the same tables keep the rule over seeds and its note
     grid = metric_grid(next(t for t in build_tables(prepare(_rows(scores, labels))) if t.metric == "image_auroc"))
     assert "test images" not in to_markdown(grid) + to_latex(grid)
+
+
+def test_ablation_layout_uses_the_image_test(tmp_path):
+    from acbench.report.ablation import ablation_grid
+
+    labels = {"bottle": _labels(60, 60)}
+    y = labels["bottle"]
+    variants = {"full": y * 10.0, "no_csm": _scores(y, 1.0, 1), "no_asea": _scores(y, 10.0, 2)}
+    scores = {f"anomalycontrol/{v}": {"bottle": [s]} for v, s in variants.items()}
+    tables = list(_study(tmp_path, scores, labels).values())
+    methods = [{"name": "anomalycontrol", "variant": v, "options": {"ablation": v}} for v in variants]
+    grid = ablation_grid(tables, methods)
+    auroc = grid.header.index(next(h for h in grid.header if h.startswith("image AUROC")))
+    assert {row[0].text: row[auroc].rank for row in grid.rows} == {"full": 1, "no_csm": 2, "no_asea": 0}
+    assert "over test images too" in grid.notes[0]

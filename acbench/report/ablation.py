@@ -92,10 +92,10 @@ def ablation_grid(tables: list[MetricTable], methods_config: list[dict]) -> Grid
             value = sub.mean.at[MEAN_ROW, label]
             text = "–" if pd.isna(value) else f"{table.display(value):.{table.digits}f}"
             row.append(Cell(text, ranks.get(label, 0)))
-    images = [t.title for t in metric_tables if t.image_test is not None]
+    images = ", ".join(t.title for t in metric_tables if t.image_test is not None)
     notes = ["mean over categories; ✓ module on, ✗ off; best in bold, second underlined where a paired "
              "bootstrap over categories x seeds separates them (else tied, unmarked)"
-             + (f"; {', '.join(images)}: and over test images (both must separate)" if images else "")]
+             + (f"; {images}: over test images too (where both apply, both must separate)" if images else "")]
     for lb in ordered:
         variant = declared[variants[lb]]
         mark = " (this project's reading: the paper's definition could not be verified)" if variant.reading else ""
