@@ -14,7 +14,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from acbench.report import load, render_report
 from acbench.report.ablation import ablation_grid
-from acbench.report.bootstrap import auroc_replicates, average_precision, bootstrap_intervals, cell_interval
+from acbench.report.bootstrap import (auroc_replicates, average_precision, ap_replicates, bootstrap_intervals,
+                                      cell_interval)
 from acbench.report.correlation import correlations
 from acbench.report.formats import latex_escape, metric_grid, to_latex, to_markdown
 from acbench.report.load import prepare
@@ -183,6 +184,8 @@ def test_fast_auroc_and_ap_equal_scikit_learn():
         labels = np.r_[np.ones(n_pos), np.zeros(n_neg)]
         expected = [roc_auc_score(labels, row) for row in scores]
         assert auroc_replicates(scores, int(n_pos)) == pytest.approx(expected, abs=1e-12)
+        expected_ap = [average_precision_score(labels, row) for row in scores]
+        assert ap_replicates(scores, int(n_pos)) == pytest.approx(expected_ap, abs=1e-12)
         for row in scores:
             assert average_precision(labels, row) == pytest.approx(average_precision_score(labels, row), abs=1e-12)
 

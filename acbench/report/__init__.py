@@ -7,7 +7,8 @@
 
 Works with whatever results exist: every metric in results.csv gets its table, directions come from
 the built-in list or the metric plugin's `higher_is_better`. `acbench report RUN --bootstrap 1000`
-adds 95% intervals of image AUROC/AP from the detectors' predictions.csv; `--formats md,tex,csv`
+adds 95% intervals of image AUROC/AP from the detectors' predictions.csv (which also decide, whatever
+`--bootstrap`, the best / second marks of those tables by a paired test over images); `--formats md,tex,csv`
 chooses the per-table files. Scripts: scripts/screenshot_report.py (headless Chromium),
 scripts/check_latex_tables.py (pdflatex).
 """
@@ -40,6 +41,7 @@ from acbench.report.load import RANDOM_NOTE_SHORT, Run, load_run
 from acbench.report.manifest import manifest_facts, weights_grid
 from acbench.report.references import DATASET_NAMES, REFERENCES_DIR, compare, load_references
 from acbench.report.samples import all_sample_grids
+from acbench.report.significance import RunPredictions, attach_image_tests
 from acbench.report.tables import MetricTable, attach_intervals, build_tables, table_frame
 
 __all__ = ["render_report"]
@@ -66,6 +68,7 @@ def render_report(run_dir: str | Path, formats: list[str] | None = None, bootstr
         shutil.rmtree(out / stale, ignore_errors=True)
 
     tables = build_tables(run.frame)
+    attach_image_tests(tables, RunPredictions(run.root, run.frame))  # marks of image AUROC / AP: per-image test
     if bootstrap > 0:
         intervals = bootstrap_intervals(run.root, run.frame, bootstrap)
         for table in tables:

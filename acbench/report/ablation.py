@@ -85,14 +85,17 @@ def ablation_grid(tables: list[MetricTable], methods_config: list[dict]) -> Grid
         sub = MetricTable(table.metric, table.detector, table.direction,
                           table.mean.reindex(columns=ordered), table.std.reindex(columns=ordered),
                           table.count.reindex(columns=ordered),
-                          units={row: u.reindex(columns=ordered) for row, u in table.units.items()})
+                          units={row: u.reindex(columns=ordered) for row, u in table.units.items()},
+                          image_test=table.image_test)
         ranks = sub.ranks(MEAN_ROW)
         for row, label in zip(rows, ordered, strict=True):
             value = sub.mean.at[MEAN_ROW, label]
             text = "–" if pd.isna(value) else f"{table.display(value):.{table.digits}f}"
             row.append(Cell(text, ranks.get(label, 0)))
+    images = ", ".join(t.title for t in metric_tables if t.image_test is not None)
     notes = ["mean over categories; ✓ module on, ✗ off; best in bold, second underlined where a paired "
-             "bootstrap over categories x seeds separates them (else tied, unmarked)"]
+             "bootstrap over categories x seeds separates them (else tied, unmarked)"
+             + (f"; {images}: over test images too (where both apply, both must separate)" if images else "")]
     for lb in ordered:
         variant = declared[variants[lb]]
         mark = " (this project's reading: the paper's definition could not be verified)" if variant.reading else ""

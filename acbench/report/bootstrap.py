@@ -37,8 +37,19 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def ap_replicates(scores: np.ndarray, n_pos: int) -> np.ndarray:
-    labels = np.r_[np.ones(n_pos), np.zeros(scores.shape[1] - n_pos)]
-    return np.array([average_precision(labels, row) for row in scores])
+    """`average_precision` of each row of `scores` (first n_pos columns the anomalies), vectorised:
+    AP = mean over anomalies of the precision at the last position of their group of tied scores."""
+    n = scores.shape[1]
+    order = np.argsort(-scores, axis=1, kind="mergesort")
+    ranked = np.take_along_axis(scores, order, axis=1)
+    positive = order < n_pos
+    tp = np.cumsum(positive, axis=1)
+    ends = np.ones_like(positive)
+    ends[:, :-1] = ranked[:, 1:] != ranked[:, :-1]  # last position of each group of tied scores
+    # each position's group end: the first end at or after it (a reversed running minimum)
+    end = np.minimum.accumulate(np.where(ends, np.arange(n), n)[:, ::-1], axis=1)[:, ::-1]
+    precision = np.take_along_axis(tp, end, axis=1) / (end + 1)
+    return (precision * positive).sum(axis=1) / n_pos
 
 
 IMAGE_METRICS = {"image_auroc": auroc_replicates, "image_ap": ap_replicates}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from acbench.report.tables import MEAN_ROW, MetricTable, cell_parts
+from acbench.report.tables import BOOTSTRAP_RESAMPLES, MEAN_ROW, TEST_IMAGES, TEST_UNITS, MetricTable, cell_parts
 
 RANDOM_NOTE = "† random weights — not comparable"
 BOX_NOTE = "‡ synthetic masks are boxes — pixel metrics against box labels are not comparable"
@@ -45,6 +45,42 @@ RANKING_NOTE = ("best in bold, second underlined only where a paired bootstrap (
                 "seeds in the mean row, separates them from the next; unmarked = tied (fewer than 3 pairs: always)")
 
 
+def decided_by(table: MetricTable, row: str) -> str:
+    """The tests that decided a row's marks, in words ('' where `ranks` compared no pair in it)."""
+    if row not in table.decided:
+        return ""
+    tests = table.decided[row]
+    units = "categories × seeds" if row == MEAN_ROW else "seeds"
+    words = (["test images"] if TEST_IMAGES in tests else []) + ([units] if TEST_UNITS in tests else [])
+    return " + ".join(words) or "none (tied)"
+
+
+def marks_note(where: dict[str, str]) -> str:
+    """The ranking note naming the test behind the marks of each part (rows or columns -> `decided_by`)."""
+    groups: dict[str, list[str]] = {}
+    for name, words in where.items():
+        if words:
+            groups.setdefault(words, []).append(name)
+    parts = "; ".join(f"{', '.join(names)} — {words}" for words, names in groups.items())
+    return (f"best in bold, second underlined only where a paired bootstrap (95%, {BOOTSTRAP_RESAMPLES} resamples) "
+            "separates them from the next — over the test images (the same stratified draws for both methods) "
+            "and over seeds (categories × seeds in the mean row) where there are ≥ 3; where both apply, both must; "
+            "unmarked = tied. Tests that decided: "
+            + (parts or "none (tied)"))
+
+
+def ranking_note(table: MetricTable) -> str:
+    """RANKING_NOTE for tables ranked over seeds only; with an image test, which test decided which rows
+    (call after `ranks` has run on the rows)."""
+    if table.image_test is None:
+        return RANKING_NOTE
+    categories = [r for r in table.mean.index if r != MEAN_ROW]
+    words = {decided_by(table, r) for r in categories} - {""}
+    where = {"category rows": words.pop()} if len(words) == 1 else {r: decided_by(table, r) for r in categories}
+    where["mean row"] = decided_by(table, MEAN_ROW)
+    return marks_note(where)
+
+
 def metric_grid(table: MetricTable) -> Grid:
     labels = list(table.mean.columns)
     header = ["category"] + [lb + (" †" if lb in table.random else "") + (" ‡" if lb in table.boxes else "")
@@ -68,7 +104,7 @@ def metric_grid(table: MetricTable) -> Grid:
     if table.ci_low is not None:
         notes.append("[95% bootstrap interval over test images]")
     if table.direction is not None:
-        notes.append(RANKING_NOTE)
+        notes.append(ranking_note(table))
     if table.random:
         notes.append(RANDOM_NOTE)
     if table.boxes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from acbench.report.formats import RANDOM_NOTE, RANKING_NOTE, Cell, Grid
+from acbench.report.formats import RANDOM_NOTE, RANKING_NOTE, Cell, Grid, decided_by, marks_note
 from acbench.report.load import display_name
 from acbench.report.references import ReferenceFile, ReferenceTable
 from acbench.report.tables import MEAN_ROW, MetricTable, cell_parts
@@ -88,7 +88,10 @@ def headline_grid(tables: list[MetricTable], references: list[tuple[ReferenceFil
     notes = ["mean over categories" + (" ± std over seeds" if seeds > 1 else " (one seed)")]
     if detector:
         notes.append(f"detection columns: {detector}, tested on held-out real anomalies")
-    notes.append(RANKING_NOTE)
+    if any(t.image_test is not None for t in columns):  # say which test decided each column
+        notes.append(marks_note({display_name(t.metric): decided_by(t, MEAN_ROW) for t in columns}))
+    else:
+        notes.append(RANKING_NOTE)
     if show_published:
         notes.append("published: as printed by the source (reports/references/), for orientation; settings differ")
     if random:

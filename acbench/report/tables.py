@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,11 +17,15 @@ import pandas as pd
 from acbench.report.load import (PERCENT_METRICS, PIXEL_METRICS, arrow, box_labels, display_name, metric_direction,
                                  random_labels)
 
+if TYPE_CHECKING:
+    from acbench.report.significance import ImageTest
+
 MEAN_ROW = "mean"
 #: A ranking needs at least this many paired units (seeds in a category row; categories x seeds in the mean
 #: row): with fewer, no resampling can tell two methods apart, and the row shows a tie.
 MIN_PAIRED_UNITS = 3
 BOOTSTRAP_RESAMPLES = 2000
+TEST_IMAGES, TEST_UNITS = "images", "units"  # the two tests behind a mark (`MetricTable.decided`)
 #: Extra result columns that make rows of the same metric non-comparable: each value gets its own table.
 SPLIT_COLUMNS = ("variant_of_metric", "selection")
 
@@ -40,6 +45,10 @@ class MetricTable:
     #: row -> the paired units behind it (index: seed, or (category, seed) for the mean row; columns: labels)
     units: dict[str, pd.DataFrame] = field(default_factory=dict)
     boxes: set[str] = field(default_factory=set)  # labels trained / scored on box masks (pixel metrics only)
+    #: the paired bootstrap over test images (image AUROC / AP with predictions.csv; see `significance`)
+    image_test: ImageTest | None = None
+    #: row -> the tests that applied to its compared pairs (TEST_IMAGES, TEST_UNITS), filled by `ranks`
+    decided: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -84,9 +93,8 @@ class MetricTable:
     def ranks(self, row: str) -> dict[str, int]:
         """label -> 1 (best) or 2 (second best) in one row, only where the data separate them.
 
-        The best is marked when a paired bootstrap over the row's units (seeds, or categories x seeds in
-        the mean row) puts the 95% interval of its advantage over the runner-up above zero; the second
-        likewise against the third, and only under a marked best. Anything else is a tie: no mark.
+        The best is marked when it is `separated` from the runner-up; the second likewise from the third,
+        and only under a marked best. Anything else is a tie: no mark.
         """
         if self.direction is None:
             return {}
@@ -100,15 +108,26 @@ class MetricTable:
         return out
 
     def separated(self, row: str, better: str, worse: str) -> bool:
-        """Whether `better` beats `worse` in `row`: paired bootstrap of the mean difference over shared units."""
+        """Whether `better` beats `worse` in `row` by every test that applies (none applies: a tie).
+
+        Over units: a paired bootstrap of the mean difference over shared seeds (categories x seeds in the
+        mean row), given at least MIN_PAIRED_UNITS of them. Over test images (`image_test`, image AUROC /
+        AP with per-image predictions): the same draws of the test images for both methods.
+        """
+        sign = 1 if self.direction else -1
+        verdicts = {}
         units = self.units.get(row)
-        if units is None or better not in units or worse not in units:
-            return False
-        pairs = units[[better, worse]].dropna()
-        if len(pairs) < MIN_PAIRED_UNITS:
-            return False
-        diff = (pairs[better] - pairs[worse]).to_numpy(dtype=float) * (1 if self.direction else -1)
-        return paired_bootstrap_low(diff) > 0
+        if units is not None and better in units and worse in units:
+            pairs = units[[better, worse]].dropna()
+            if len(pairs) >= MIN_PAIRED_UNITS:
+                diff = (pairs[better] - pairs[worse]).to_numpy(dtype=float) * sign
+                verdicts[TEST_UNITS] = paired_bootstrap_low(diff) > 0
+        if self.image_test is not None:
+            low = self.image_test.low(row, better, worse, sign)
+            if low is not None:
+                verdicts[TEST_IMAGES] = low > 0
+        self.decided.setdefault(row, set()).update(verdicts)
+        return bool(verdicts) and all(verdicts.values())
 
 
 def paired_bootstrap_low(diff: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
