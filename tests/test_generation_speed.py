@@ -75,9 +75,10 @@ def test_sd_inpaint_compiled_with_a_padded_last_batch_matches_eager(brick, eager
     try:
         with torch._dynamo.config.patch(error_on_recompile=True):  # 3 images in batches of 2: one shape
             samples = list(method.generate(brick, GenerationRequest("crack", 3, seed=0)))
+            assert len(list(method.generate(brick, GenerationRequest("hole", 2, seed=0)))) == 2  # no recompile
     finally:
         torch._dynamo.reset()
-    assert batches == [(2, 2), (1, 2)]  # the last batch of one image was padded to two
+    assert batches == [(2, 2), (1, 2), (2, 2)]  # the last batch of one image was padded to two
     assert len(samples) == 3
     for a, b in zip(samples, reference, strict=True):
         assert a.source_normal == b.source_normal and np.array_equal(a.mask, b.mask)
