@@ -18,8 +18,8 @@ the eager path within float tolerance, see tests/test_diffusion_speed.py):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from acbench_methods.diffusion.inpaint import sample_inpaint
 log = logging.getLogger(__name__)
 
 CompileOption = Literal["auto", "on", "off"]
+T = TypeVar("T")
 
 
 def compile_enabled(option: CompileOption, device: str | torch.device) -> bool:
@@ -131,6 +132,8 @@ class FastSampler:
       eagerly; `facts()` records which path ran (the plugin puts it in its provenance).
     - `encode_once`: text embeddings per distinct prompt are computed once (`PromptEmbeddings`); needs the
       SD-1.x `encode_prompt` (not SDXL's two encoders).
+
+    `sample` serves the diffusers inpainting pipeline; `run` a plugin's own sampling loop (DualAnoDiff).
     """
 
     def __init__(self, options: SpeedOptions, batch_size: int, encode_once: bool = True) -> None:
@@ -142,29 +145,34 @@ class FastSampler:
     def sample(self, pipe: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                prompts: Sequence[str], seeds: Sequence[int], *args: Any, **kwargs: Any) -> list[np.ndarray]:
         """`sample_inpaint(pipe, images, masks, prompts, seeds, *args, **kwargs)`, compiled or eager."""
+        def paint(pad_to: int | None) -> list[np.ndarray]:
+            return sample_inpaint(pipe, images, masks, prompts, seeds, *args, pad_to=pad_to,
+                                  embeddings=self.embeddings, **kwargs)
+
+        unet = getattr(pipe, "unet", None)  # (none in a stand-in for the pipeline: nothing to compile)
+        return self.run(unet, getattr(pipe, "vae", None), len(images), paint)
+
+    def run(self, unet: torch.nn.Module | None, vae: torch.nn.Module | None, n: int,
+            paint: Callable[[int | None], T]) -> T:
+        """`paint(pad_to)` for a batch of n images: compiled (pad_to: the batch size to pad to) or eager
+        (pad_to None). For a sampling loop of a plugin's own; `paint` must drop the padded outputs."""
         if self.state == "new":
-            unet = getattr(pipe, "unet", None)  # (none in a stand-in for the pipeline: nothing to compile)
             compiling = unet is not None and compile_enabled(self.options.compile, unet.device)
             self.state = "pending" if compiling else "eager"
             if compiling:
                 o = self.options
-                compile_networks(pipe.unet, pipe.vae, unet.device, o.compile_mode, o.compile_backend)
+                compile_networks(unet, vae, unet.device, o.compile_mode, o.compile_backend)
                 try:
-                    out = self._sample(pipe, images, masks, prompts, seeds, *args, **kwargs)
+                    out = paint(max(self.batch_size, n))
                 except Exception as error:  # any failure of the first compiled call: run eager
-                    uncompile_networks(pipe.unet, pipe.vae)
+                    uncompile_networks(unet, vae)
                     first_line = (str(error).strip().splitlines() or [""])[0]
                     self.state, self.error = "failed", f"{type(error).__name__}: {first_line}"[:300]
                     log.warning("compiling the UNet/VAE failed (%s); generating without compiling", self.error)
-                    return self._sample(pipe, images, masks, prompts, seeds, *args, **kwargs)
+                    return paint(None)
                 self.state = "compiled"
                 return out
-        return self._sample(pipe, images, masks, prompts, seeds, *args, **kwargs)
-
-    def _sample(self, pipe, images, masks, prompts, seeds, *args, **kwargs) -> list[np.ndarray]:
-        pad_to = max(self.batch_size, len(images)) if self.state in ("pending", "compiled") else None
-        return sample_inpaint(pipe, images, masks, prompts, seeds, *args, pad_to=pad_to,
-                              embeddings=self.embeddings, **kwargs)
+        return paint(max(self.batch_size, n) if self.state == "compiled" else None)
 
     def facts(self) -> dict[str, Any]:
         """For the provenance: the option, whether the UNet ran compiled, and why not if it failed."""
