@@ -18,10 +18,11 @@ import os
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from acbench import registry
 from acbench.errors import UserError
-from acbench.protocol import parse_protocol
+from acbench.protocol import load_protocol, parse_protocol
 from acbench.synthesis import GenerationRequest
 from acbench_methods.anomalycontrol.cache import Reference
 from acbench_methods.anomalycontrol.model import AnomalyControlModel
@@ -210,3 +211,13 @@ def test_dualanodiff_compiled_matches_eager_for_two_types(brick, dualanodiff_fit
         torch._dynamo.reset()
     assert method.provenance()["generation_speed"]["unet_compiled"] is True
     assert max_diff(compiled, eager) <= 1
+
+
+def test_unquoted_on_and_off_in_a_yaml_protocol_mean_on_and_off(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\ndataset: {kind: demo}\nmethods:\n"
+                    "  - {name: sd-inpaint, options: {preset: tiny, compile: off}}\n"
+                    "  - {name: anomalycontrol, options: {model: tiny, compile: on}}\n")
+    raw = yaml.safe_load(path.read_text())
+    assert [m["options"]["compile"] for m in raw["methods"]] == [False, True]  # what PyYAML makes of them
+    assert [m.options["compile"] for m in load_protocol(path).methods] == ["off", "on"]

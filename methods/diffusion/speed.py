@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from acbench_methods.diffusion.components import InpaintComponents
 from acbench_methods.diffusion.inpaint import sample_inpaint
@@ -120,6 +120,12 @@ class SpeedOptions(BaseModel):
     compile_backend: Literal["inductor", "aot_eager"] = Field(
         "inductor", description="inductor: generated kernels; aot_eager: graph capture only (a quick CPU check)"
     )
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        """YAML 1.1 (PyYAML) reads an unquoted `on` / `off` as true / false: take them as meant."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class FastSampler:
