@@ -7,7 +7,9 @@ without generating kernels. Inductor on this 2-core CPU takes minutes per compil
 runs it opt-in, max abs difference 1 level). Tolerance here: at most 1 level of 255 on uint8 images (a float
 difference may flip a rounding); measured: 0 with aot_eager (DualAnoDiff: 1). `error_on_recompile` makes a
 second compile (a new batch shape, a changed processor) fail the test, so the padded last batch is checked to
-keep the shape. DualAnoDiff's compiled run is a third compile and opt-in (ACBENCH_SLOW_TESTS=1).
+keep the shape. DualAnoDiff's compiled run is a third compile and opt-in (ACBENCH_SLOW_TESTS=1), as is
+AnomalyControl with inductor, measured once on this CPU: compile 184 s, max abs difference 1 level (one
+channel value of 36,864 differs), no recompile for the padded batch.
 """
 
 from __future__ import annotations
@@ -91,8 +93,13 @@ def test_sd_inpaint_compiled_with_a_padded_last_batch_matches_eager(brick, eager
     assert facts == {"compile": "on", "unet_compiled": True, "compiled_with": "aot_eager:default", "padded_batch": 2}
 
 
-def test_anomalycontrol_with_its_adapter_compiled_matches_eager(tmp_path):
-    """The SGA adapter's IP-Adapter attention processors captured whole; a padded batch of 1 keeps the shape."""
+SLOW = pytest.mark.skipif(not os.environ.get("ACBENCH_SLOW_TESTS"), reason="inductor: minutes on a CPU")
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=SLOW)])
+def test_anomalycontrol_with_its_adapter_compiled_matches_eager(tmp_path, backend):
+    """The SGA adapter's IP-Adapter attention processors captured whole; a padded batch of 1 keeps the shape.
+    With inductor (generated kernels; opt-in) the measured max abs difference is stated in the module doc."""
     rng = np.random.default_rng(0)
     normals = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)]
     masks = [np.zeros((SIZE, SIZE), bool) for _ in range(3)]
@@ -113,7 +120,7 @@ def test_anomalycontrol_with_its_adapter_compiled_matches_eager(tmp_path):
     _, eager = run(compile="off")
     try:
         with torch._dynamo.config.patch(error_on_recompile=True):
-            model, compiled = run(**COMPILED)
+            model, compiled = run(compile="on", compile_backend=backend)
     finally:
         torch._dynamo.reset()
     assert model.speed_facts()["unet_compiled"] is True
