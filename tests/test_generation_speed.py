@@ -228,3 +228,16 @@ def test_unquoted_on_and_off_in_a_yaml_protocol_mean_on_and_off(tmp_path):
     raw = yaml.safe_load(path.read_text())
     assert [m["options"]["compile"] for m in raw["methods"]] == [False, True]  # what PyYAML makes of them
     assert [m.options["compile"] for m in load_protocol(path).methods] == ["off", "on"]
+
+
+@pytest.mark.parametrize("method", ["sd-inpaint", "anomalycontrol", "dualanodiff"])
+def test_speed_options_at_their_defaults_leave_the_job_hash_unchanged(method):
+    """The protocol keeps (and hashes) the options' dump: defaults are left out, so studies written before
+    the options existed resume; a set option is kept and round-trips."""
+    cls = registry.load("methods", method)
+    dump = cls.Options.model_validate({}).model_dump(mode="json")
+    assert not {"compile", "compile_mode", "compile_backend"} & set(dump)
+    assert cls.Options.model_validate({"compile": "auto", "compile_mode": "default"}).model_dump(mode="json") == dump
+    chosen = cls.Options.model_validate({"compile": "off", "compile_mode": "max-autotune"}).model_dump(mode="json")
+    assert (chosen["compile"], chosen["compile_mode"]) == ("off", "max-autotune")
+    assert cls.Options.model_validate(chosen).compile == "off"

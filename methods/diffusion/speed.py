@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_serializer
 
 from acbench_methods.diffusion.components import InpaintComponents
 from acbench_methods.diffusion.inpaint import sample_inpaint
@@ -120,6 +120,16 @@ class SpeedOptions(BaseModel):
     compile_backend: Literal["inductor", "aot_eager"] = Field(
         "inductor", description="inductor: generated kernels; aot_eager: graph capture only (a quick CPU check)"
     )
+
+    @model_serializer(mode="wrap")
+    def _without_default_speed_options(self, handler: Any) -> dict[str, Any]:
+        """Speed options at their defaults are left out of the dump (the options the job hashes are made
+        of), so the hashes of studies written before these options existed stay the same: they resume."""
+        data = handler(self)
+        for name, info in SpeedOptions.model_fields.items():
+            if getattr(self, name) == info.default:
+                data.pop(name, None)
+        return data
 
     @field_validator("compile", mode="before")
     @classmethod
