@@ -7,6 +7,10 @@ random: `--preset tiny` (small configs, CPU), `--preset sd15` (SD-1.5-inpainting
 published configs: 512 px, 50 steps, CFG 7.5) or `--preset diag` (SDXL-inpainting: 1024 px, 30 steps,
 CFG 20; DIAG's mask crop paints image by image in diffusers, so there batched = per image), e.g.
 `--preset sd15 --device cuda`. Prints one JSON object.
+
+Both arms run eager (`compile: off`). `--compile` adds an arm `batched_compiled`: the same painting with
+the plugin option `compile: on` (a second painter, same random weights), its first batch (the compile)
+reported apart in `compile_seconds`, its ratio to `batched` in `speedup_compiled_vs_batched`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=None, help="override the preset's size (smoke runs)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum time is kept")
+    p.add_argument("--compile", action="store_true", help="also measure the plugin with compile: on")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune, ...)")
+    p.add_argument("--compile-backend", default="inductor", help="aot_eager: a fast CPU rehearsal of the capture")
     return p.parse_args()
 
 
@@ -76,7 +83,8 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = {"preset": args.preset, "mixed_precision": args.precision, "batch_size": args.batch_size}
+    options = {"preset": args.preset, "mixed_precision": args.precision, "batch_size": args.batch_size,
+               "compile": "off"}
     if args.steps:
         options["steps"] = args.steps
     if args.resolution:
@@ -92,7 +100,7 @@ def main() -> None:
     images, masks = targets(n, size)
     prompts, seeds = ["a photo of a bottle with a broken large"] * n, list(range(n))
 
-    def run(batch: int) -> None:
+    def run(batch: int, painter=painter) -> None:
         for s in range(0, n, batch):
             painter.paint(images[s : s + batch], masks[s : s + batch], prompts[s : s + batch], seeds[s : s + batch])
 
@@ -109,6 +117,21 @@ def main() -> None:
             cpu[name].append(c)
             if name == "batched":
                 mem = max(mem, peak_memory_mib(args.device))
+    compiled = None
+    if args.compile:
+        fast = SDInpaint({**options, "compile": "on", "compile_mode": args.compile_mode,
+                          "compile_backend": args.compile_backend}, weights="random")
+        torch.manual_seed(0)
+        fast_painter = fast.painter(args.device)
+        k = min(n, args.batch_size)  # the first batch compiles
+        first, _ = timed(args.device, lambda: fast_painter.paint(images[:k], masks[:k], prompts[:k], seeds[:k]))
+        wall["batched_compiled"], cpu["batched_compiled"] = [], []
+        for _ in range(args.repeats):
+            w, c = timed(args.device, lambda: run(args.batch_size, fast_painter))
+            wall["batched_compiled"].append(w)
+            cpu["batched_compiled"].append(c)
+        compiled = {"compile_seconds": round(first, 2), "facts": fast.provenance()["generation_speed"],
+                    "mode": args.compile_mode, "backend": args.compile_backend}
     rate = {k: n / min(v) for k, v in wall.items()}
     unet = painter.pipe.unet
     result = {
@@ -141,6 +164,9 @@ def main() -> None:
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if args.device.startswith("cuda")
         else "process maxrss",
     }
+    if compiled:
+        result["compiled"] = {**compiled,
+                              "speedup_compiled_vs_batched": round(rate["batched_compiled"] / rate["batched"], 3)}
     print(json.dumps(result, indent=1))
 
 

@@ -22,7 +22,6 @@ from acbench.errors import UserError
 from acbench.protocol import SplitConfig
 from acbench.synthesis import GenerationRequest
 from acbench_methods.anomalycontrol import csm as csm_module
-from acbench_methods.anomalycontrol import model as model_module
 from acbench_methods.anomalycontrol import plugin as plugin_module
 from acbench_methods.anomalycontrol.csm import CrossModalSemantics, clean_caption
 from acbench_methods.anomalycontrol.model import AnomalyControlModel
@@ -31,6 +30,7 @@ from acbench_methods.anomalycontrol.presets import SCHEDULES
 from acbench_methods.anomalycontrol.references import TEMPLATE_MARK, load_captions, target_mask_spec
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.anomalycontrol.train import draw_batch, prepare_training_set
+from acbench_methods.diffusion import speed as speed_module
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -241,7 +241,7 @@ def test_mvtec_caption_reaches_the_qformer_text_the_training_prompt_and_the_infe
         training_captions.extend(captions)
         return prepare_training_set(components, images, masks, captions, features, **kw)
 
-    original_sample = model_module.sample_inpaint
+    original_sample = speed_module.sample_inpaint  # what the model's sampler calls
 
     seeds_used, cleaned = [], []
 
@@ -260,7 +260,7 @@ def test_mvtec_caption_reaches_the_qformer_text_the_training_prompt_and_the_infe
 
     monkeypatch.setattr(CrossModalSemantics, "__call__", csm_spy)
     monkeypatch.setattr(plugin_module, "prepare_training_set", training_spy)
-    monkeypatch.setattr(model_module, "sample_inpaint", sample_spy)
+    monkeypatch.setattr(speed_module, "sample_inpaint", sample_spy)
     cls = registry.load("methods", "anomalycontrol")
     options = {
         "preset": "official",

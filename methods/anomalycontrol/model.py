@@ -23,8 +23,8 @@ from acbench_methods.diffusion import (
     composite,
     resize_mask,
     resize_rgb,
-    sample_inpaint,
 )
+from acbench_methods.diffusion.speed import FastSampler
 
 
 def compute_dtype(device: str) -> torch.dtype:
@@ -44,6 +44,7 @@ class AnomalyControlModel:
     device: str = "cpu"
     provenance: dict[str, Any] = field(default_factory=dict)
     _pipeline: Any = field(default=None, init=False, repr=False)
+    _sampler: FastSampler | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(
@@ -141,6 +142,16 @@ class AnomalyControlModel:
             self._pipeline = self.components.pipeline()
         return self._pipeline
 
+    def sampler(self) -> FastSampler:
+        """The speed options (`compile`, prompts encoded once) applied to every batch of this model."""
+        if self._sampler is None:
+            self._sampler = FastSampler(self.options, self.options.batch_size)
+        return self._sampler
+
+    def speed_facts(self) -> dict[str, Any] | None:
+        """How generation ran (compiled or eager, `FastSampler.facts`); None before the first batch."""
+        return None if self._sampler is None else self._sampler.facts()
+
     def generate(
         self,
         normals: Sequence[np.ndarray],
@@ -161,7 +172,7 @@ class AnomalyControlModel:
             positive = features.to(self.device)[:, None]
             embeds = torch.cat([torch.zeros_like(positive), positive]) if opts.guidance > 1 else positive
             kwargs["ip_adapter_image_embeds"] = [embeds]
-        generated = sample_inpaint(
+        generated = self.sampler().sample(
             self.pipeline(),
             [resize_rgb(n, size) for n in normals],
             [resize_mask(m, size) for m in masks],

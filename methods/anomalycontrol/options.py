@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from acbench.masks import MaskSourceSpec
+from acbench_methods.diffusion.speed import SpeedOptions
 
 #: Environment variable naming AnomalyDiffusion's released generated masks (`<category>/<type>/*.jpg`),
 #: the official preset's target masks when `mask_source` is not given.
@@ -59,7 +60,7 @@ class TrainingOptions(BaseModel):
     )
 
 
-class AnomalyControlOptions(BaseModel):
+class AnomalyControlOptions(SpeedOptions):  # + compile, compile_mode, compile_backend (generation speed)
     model_config = ConfigDict(extra="forbid")
 
     preset: Literal["official", "acbench"] = Field(

@@ -127,6 +127,8 @@ class AnomalyControl(Synthesizer):
             }
         if self._captions is not None and (self._captions.found or self._captions.fallback):
             prov.update(self._captions.provenance())
+        if self._model is not None and self._model.speed_facts() is not None:  # how generation ran
+            prov["generation_speed"] = self._model.speed_facts()
         if self._any_type_pools:
             prov["references_of_any_type"] = sorted(self._any_type_pools)
         # columns of every result row computed on this method's output (the harness copies them)

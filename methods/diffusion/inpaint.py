@@ -53,12 +53,13 @@ def sample_inpaint(
     One CPU generator per image (seeded with its own seed) draws that image's noise, so an image is
     the same whether it is generated alone or in a batch, and on any device. `padding_mask_crop`
     (diffusers' option: paint a crop around the mask, padded by that many pixels, at full resolution)
-    works on one image per call in diffusers, so the batch is then painted image by image. `pad_to` and
-    `embeddings` are the speed options of `acbench_methods.diffusion.speed` (fixed batch shape, prompts
-    encoded once).
+    works on one image per call in diffusers, so the batch is then painted image by image (and not
+    padded). `pad_to` and `embeddings` are the speed options of `acbench_methods.diffusion.speed` (fixed
+    batch shape, prompts encoded once).
     """
     n = len(images)
-    if pad_to is not None and n < pad_to:  # fixed shapes for a compiled UNet: the extra outputs are dropped
+    # fixed shapes for a compiled UNet: the extra outputs are dropped
+    if pad_to is not None and n < pad_to and not padding_mask_crop:
         from acbench_methods.diffusion.speed import pad_embeds
 
         extra = pad_to - n

@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from acbench.data.category import CategoryData
 from acbench.errors import UserError
 from acbench.protocol import config_hash
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
 from acbench_methods.diffusion import InpaintComponents
+from acbench_methods.diffusion.speed import FastSampler, SpeedOptions
 from acbench_methods.diffusion.text2img import SD15_REPO, build_text2img_components
 from acbench_methods.dualanodiff.attention import DualAdapter
 from acbench_methods.dualanodiff.presets import MODELS, Schedule, schedule_for
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 META = "dualanodiff.json"
 
 
-class DualAnoDiffOptions(BaseModel):
+class DualAnoDiffOptions(SpeedOptions):  # + compile, compile_mode, compile_backend (generation speed)
     model_config = ConfigDict(extra="forbid")
 
     model: Literal["sd15", "tiny"] = Field("sd15", description="sd15: SD-1.5; tiny: small random networks")
@@ -73,6 +75,8 @@ class DualAnoDiff(Synthesizer):
         self._adapter: DualAdapter | None = None
         self._adapter_file: Path | None = None
         self._saliency: SaliencyMask | None = None
+        # compiled networks and padded batches (option `compile`); the loop encodes its two prompts per batch
+        self._sampler = FastSampler(self.options, self.options.generation_batch, encode_once=False)
         self.losses: dict[str, list[float]] = {}
         self.empty_masks = 0
 
@@ -231,7 +235,7 @@ class DualAnoDiff(Synthesizer):
 
     def generate(self, data: CategoryData, request: GenerationRequest) -> Iterator[Sample]:
         components, adapter = self._load(data, request)
-        s, size, rng = self.schedule, self.resolution, request.rng()
+        size, rng = self.resolution, request.rng()
         on_normal = self.options.variant == "bcm" or self.options.paint_on_normal
         out_shape = data.normal_image(0).shape[:2]
         remaining = request.count
@@ -243,8 +247,8 @@ class DualAnoDiff(Synthesizer):
             reference = None
             if self.options.variant == "bcm":
                 reference = to_tensor([_resize(n, size) for n in normals])
-            blends, fgs = sample_pairs(components, adapter, (s.prompt_blend, s.prompt_fg), seeds, size,
-                                       s.inference_steps, s.guidance, reference)
+            blends, fgs = self._sampler.run(components.unet, components.vae, batch,
+                                            partial(self._paint, components, adapter, seeds, reference))
             for i, (blend, fg) in enumerate(zip(blends, fgs)):
                 target = normals[i].shape[:2] if on_normal else out_shape
                 image = _resize(blend, target)
@@ -258,6 +262,19 @@ class DualAnoDiff(Synthesizer):
                 yield Sample(np.ascontiguousarray(image), mask, request.anomaly_type, source)
             remaining -= batch
 
+    def _paint(self, components: InpaintComponents, adapter: DualAdapter, seeds: list[int],
+               reference: torch.Tensor | None, pad_to: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """One sampling loop; compiled (`pad_to` set): padded to one batch shape with copies, dropped after."""
+        n, s = len(seeds), self.schedule
+        extra = 0 if pad_to is None else pad_to - n
+        if extra > 0:
+            seeds = seeds + [seeds[-1]] * extra
+            if reference is not None:
+                reference = torch.cat([reference, reference[-1:].expand(extra, *reference.shape[1:])])
+        blends, fgs = sample_pairs(components, adapter, (s.prompt_blend, s.prompt_fg), seeds, self.resolution,
+                                   s.inference_steps, s.guidance, reference)
+        return blends[:n], fgs[:n]
+
     def provenance(self) -> dict[str, Any]:
         o = self.options
         random = (self._components.random_weights if self._components
@@ -266,7 +283,8 @@ class DualAnoDiff(Synthesizer):
                 else f"threshold: anomaly-branch max channel > {o.mask_threshold} x 255 (U2-Net not used)")
         return {"model": o.model, "schedule": o.schedule, "variant": o.variant, "random_weights": random,
                 "weights": "random" if random else "pretrained", "mask": mask, "u2net": o.saliency_model is not None,
-                "painted_on_normal": o.variant == "bcm" or o.paint_on_normal, "empty_masks_filled": self.empty_masks}
+                "painted_on_normal": o.variant == "bcm" or o.paint_on_normal, "empty_masks_filled": self.empty_masks,
+                "generation_speed": self._sampler.facts()}
 
 
 def _safe(name: str) -> str:

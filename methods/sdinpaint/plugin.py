@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from acbench.data.category import CategoryData
 from acbench.errors import require_folder
@@ -21,9 +21,9 @@ from acbench_methods.diffusion import (
     composite,
     resize_mask,
     resize_rgb,
-    sample_inpaint,
 )
 from acbench_methods.diffusion.components import SD15_INPAINT_REPO
+from acbench_methods.diffusion.speed import FastSampler, SpeedOptions
 from acbench_methods.sdinpaint.presets import PRESETS, PROMPT_TEMPLATE, Preset, check_template, render_prompt
 from acbench_methods.sdinpaint.sdxl import SDXL_INPAINT_REPO, build_sdxl_inpaint
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 Paint = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[str], Sequence[int]], list[np.ndarray]]
 
 
-class SDInpaintOptions(BaseModel):
+class SDInpaintOptions(SpeedOptions):  # + compile, compile_mode, compile_backend (generation speed)
     model_config = ConfigDict(extra="forbid")
 
     preset: Literal["sd15", "diag", "tiny", "tiny-diag"] = Field(
@@ -135,10 +135,14 @@ class Painter:
     options: SDInpaintOptions
     random_weights: bool
     source: str
+    sampler: FastSampler = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:  # SDXL encodes with two text encoders: no shared prompt cache
+        self.sampler = FastSampler(self.options, self.options.batch_size, encode_once=not self.preset.is_sdxl)
 
     def paint(self, normals, masks, prompts, seeds) -> list[np.ndarray]:
         size, p = self.preset.resolution, self.preset
-        generated = sample_inpaint(
+        generated = self.sampler.sample(
             self.pipe,
             [resize_rgb(n, size) for n in normals],
             [resize_mask(m, size) for m in masks],
@@ -228,6 +232,7 @@ class SDInpaint(Synthesizer):
                                  "prompt_template": self.options.prompt_template}
         if self._painter is not None:
             facts["inpainting"] = self._painter.source
+            facts["generation_speed"] = self._painter.sampler.facts()
         if self.options.min_change > 0:
             facts["rejection"] = {"min_change": self.options.min_change, **self.rejection}
         return facts
