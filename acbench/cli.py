@@ -262,6 +262,8 @@ def selftest(
     device: Annotated[str, typer.Option(help="cuda (full-size random networks) or cpu (tiny presets)")] = "cuda",
     only: Annotated[list[str] | None, typer.Option(help="only this plugin (repeatable)")] = None,
     audit: Annotated[bool, typer.Option(help="also fail a plugin that creates tensors on another device")] = True,
+    compile_: Annotated[bool, typer.Option("--compile", help="methods keep `compile: auto` (compiled on CUDA; "
+                                                             "about a minute more per diffusion method)")] = False,
 ) -> None:
     """Every registered method, metric and detector once on a small built-in study; one line each."""
     from acbench.selftest import quiet_logs, run_selftest
@@ -271,7 +273,8 @@ def selftest(
         console.print(f"[{colour}]{escape(result.line())}[/{colour}]", highlight=False, soft_wrap=True)
 
     with quiet_logs():
-        results = run_selftest(device, audit=audit, only=set(only) if only else None, on_result=show)
+        results = run_selftest(device, audit=audit, only=set(only) if only else None, on_result=show,
+                               compile_=compile_)
     failed = [r for r in results if not r.ok]
     console.print(f"{len(results) - len(failed)} ok, {len(failed)} failed on {device} "
                   f"in {sum(r.seconds for r in results):.0f}s")

@@ -169,15 +169,22 @@ def _demo_method_options() -> dict[str, dict]:
     return {}
 
 
-def plugin_options(cls: type, kind: str, name: str, device_type: str) -> dict[str, Any]:
+def plugin_options(cls: type, kind: str, name: str, device_type: str, compile_: bool = False) -> dict[str, Any]:
+    """The plugin's self-test options. A method with a `compile` option runs eagerly unless `compile_`:
+    compiling a full-size UNet takes about a minute per plugin, which the ~5 min check cannot afford
+    (`--compile` includes it; the generation benchmarks measure it)."""
     own = getattr(cls, "selftest_options", None) or {}
     if device_type in own:
-        return dict(own[device_type])
-    if "cpu" in own:
-        return dict(own["cpu"])
-    if kind == "methods":
-        return dict(_demo_method_options().get(name, {}))
-    return {}
+        options = dict(own[device_type])
+    elif "cpu" in own:
+        options = dict(own["cpu"])
+    elif kind == "methods":
+        options = dict(_demo_method_options().get(name, {}))
+    else:
+        options = {}
+    if "compile" in getattr(getattr(cls, "Options", None), "model_fields", {}) and "compile" not in options:
+        options["compile"] = "auto" if compile_ else "off"
+    return options
 
 
 def detector_setup(cls: type, name: str, device_type: str) -> tuple[dict[str, Any], str]:
@@ -201,6 +208,7 @@ class Selftest:
     workdir: Path
     audit: bool = False
     only: set[str] | None = None  # plugin names to run (all when None)
+    compile: bool = False  # methods with a `compile` option keep its default (`auto`) instead of `off`
     results: list[CheckResult] = field(default_factory=list)
 
     def _wanted(self, name: str) -> bool:
@@ -253,7 +261,8 @@ class Selftest:
 
             def method(cls=cls, name=name):
                 seed_everything(0)
-                synth = cls(cls.Options.model_validate(plugin_options(cls, "methods", name, device_type)),
+                synth = cls(cls.Options.model_validate(plugin_options(cls, "methods", name, device_type,
+                                                                         self.compile)),
                             weights="random")
                 synth.check()
                 fit_dir = self.workdir / "fit" / name
@@ -307,7 +316,7 @@ class Selftest:
 
 
 def run_selftest(device: str, audit: bool = False, only: set[str] | None = None,
-                 on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+                 on_result: Callable[[CheckResult], None] | None = None, compile_: bool = False) -> list[CheckResult]:
     """Every registered plugin (or the `only` ones) once on `device`; one result per plugin."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: no CUDA device is visible on this machine (torch "
@@ -317,7 +326,7 @@ def run_selftest(device: str, audit: bool = False, only: set[str] | None = None,
     if unknown:
         raise UserError(f"--only: unknown plugin '{unknown[0]}'; known: {', '.join(sorted(known))}")
     with tempfile.TemporaryDirectory(prefix="acbench-selftest-") as tmp:
-        return Selftest(device, Path(tmp), audit, only).run(on_result)
+        return Selftest(device, Path(tmp), audit, only, compile_).run(on_result)
 
 
 @contextmanager

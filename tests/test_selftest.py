@@ -123,10 +123,25 @@ def test_sizes_per_device_come_from_the_plugins_or_the_demo_protocol():
     from acbench.selftest import detector_setup, plugin_options
 
     control = registry.load("methods", "anomalycontrol")
-    assert plugin_options(control, "methods", "anomalycontrol", "cuda")["model"] == "sd15-arch"
+    assert plugin_options(control, "methods", "anomalycontrol", "cuda")["model"] == "sd15"
     assert plugin_options(control, "methods", "anomalycontrol", "cpu")["model"] == "tiny"
-    memseg = registry.load("methods", "memseg")  # no hook: its demo.yaml entry
+    # compiling a full-size UNet costs about a minute per plugin: eager unless asked for
+    assert plugin_options(control, "methods", "anomalycontrol", "cuda")["compile"] == "off"
+    assert plugin_options(control, "methods", "anomalycontrol", "cuda", compile_=True)["compile"] == "auto"
+    assert control.Options.model_validate(plugin_options(control, "methods", "anomalycontrol", "cpu")).compile == "off"
+    memseg = registry.load("methods", "memseg")  # no hook: its demo.yaml entry; no compile option
     assert plugin_options(memseg, "methods", "memseg", "cuda") == {"texture_path": "demo:textures"}
     unet = registry.load("detectors", "unet-localization")
     assert detector_setup(unet, "unet-localization", "cuda") == ({"epochs": 1, "samples_per_epoch": 16}, "paper")
     assert detector_setup(unet, "unet-localization", "cpu")[1] == "tiny"
+
+
+@pytest.mark.parametrize("device_type", ["cuda", "cpu"])
+def test_every_method_accepts_its_own_selftest_options(device_type):
+    from acbench.selftest import plugin_options
+
+    for name in registry.names("methods"):
+        cls = registry.load("methods", name)
+        if getattr(cls, "selftest_skip", ""):
+            continue
+        cls.Options.model_validate(plugin_options(cls, "methods", name, device_type))  # raises if not

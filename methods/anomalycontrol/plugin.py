@@ -46,7 +46,8 @@ class AnomalyControl(Synthesizer):
     fit_scope = "dataset"
     description = "AnomalyControl: SD-inpainting with CSM/ASEA cross-modal features through the SGA adapter"
     # `acbench selftest`: full-size SD-1.5 + BLIP-2 architectures (random) on a GPU, tiny networks on the CPU
-    selftest_options = {"cuda": {"model": "sd15-arch", "schedule": "tiny"},
+    # (`sd15` under the self-test's `weights: random` is the full-size architecture with random weights)
+    selftest_options = {"cuda": {"model": "sd15", "schedule": "tiny"},
                         "cpu": {"model": "tiny", "schedule": "tiny"}}
 
     #: What each `ablation:` variant switches off (read by the report's ✓/✗ grid as well as the model).
