@@ -135,6 +135,16 @@ def test_folder_matches_masks_by_type(tmp_path, brick):
         get_mask_source("folder", {"path": str(tmp_path / "missing")}).sample(brick, "crack", img, rng)
 
 
+def test_folder_reads_the_released_mask_subfolder_layout(tmp_path, brick):
+    square = np.zeros((64, 64), bool)
+    square[10:30, 10:30] = True
+    save_png(tmp_path / "brick" / "crack" / "mask" / "000.png", square)  # generated_masks/<cat>/<type>/mask/
+    save_png(tmp_path / "brick" / "crack" / "image" / "000.png", ~square)  # a sibling folder: not a mask
+    crack = get_mask_source("folder", {"path": str(tmp_path)}).sample(brick, "crack", brick.normal_image(0),
+                                                                     np.random.default_rng(0))
+    assert crack[20:60, 20:60].all() and crack.sum() == 40 * 40
+
+
 def test_bad_names_and_options_are_user_errors():
     with pytest.raises(UserError, match="did you mean 'perlin'"):
         get_mask_source("perlinn", {})

@@ -154,9 +154,9 @@ class FolderOptions(ForegroundOptions):
 class FolderMasks(MaskSource):
     """Masks a user supplies (e.g. released with a paper), matched by defect type.
 
-    Layout: `<path>/<category>/<type>/*.png|jpg` (e.g. AnomalyDiffusion's `generated_mask/`) or, for one
-    category, `<path>/<type>/*`. Masks are resized (nearest) to the normal image; pixels >= 128 are
-    anomalous; empty masks are skipped.
+    Layout: `<path>/<category>/<type>/*.png|jpg`, or `<path>/<category>/<type>/mask/*` as AnomalyDiffusion
+    releases its generated masks, or, for one category, `<path>/<type>/*`. Masks are resized (nearest) to
+    the normal image; pixels >= 128 are anomalous; empty masks are skipped.
     """
 
     Options = FolderOptions
@@ -172,9 +172,11 @@ class FolderMasks(MaskSource):
             root = Path(self.options.path)
             if not root.is_dir():
                 raise UserError(f"mask_source folder: path {root} does not exist")
-            folder = root / category / anomaly_type
-            if not folder.is_dir():
-                folder = root / anomaly_type
+            # AnomalyDiffusion's released masks (the targets AnomalyControl's inference reads) keep a `mask/`
+            # level: `generated_masks/<category>/<type>/mask/*.jpg`
+            candidates = [root / category / anomaly_type / "mask", root / category / anomaly_type,
+                          root / anomaly_type / "mask", root / anomaly_type]
+            folder = next((c for c in candidates if c.is_dir()), candidates[-1])
             found = sorted(p for p in folder.glob("*") if is_image(p)) if folder.is_dir() else []
             if not found:
                 raise UserError(f"mask_source folder: no masks in {root}/{category}/{anomaly_type}/ or "
