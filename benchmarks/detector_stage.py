@@ -2,6 +2,7 @@
 
     python benchmarks/detector_stage.py [--protocol protocols/demo.yaml] [--threads N] [--device cuda]
         [--detector unet-localization] [--preset paper] [--option epochs=4] [--option data_on_device=false]
+        [--method cutpaste] [--category grass]
 
 `--option KEY=VALUE` overrides a detector option (e.g. `data_on_device=false`: the former host-side
 batches, to compare with the device-resident training set on the same seed).
@@ -44,13 +45,19 @@ def main() -> None:
     parser.add_argument("--detector", action="append", help="only these detectors of the protocol (repeatable)")
     parser.add_argument("--preset", default=None, help="override every detector's preset, e.g. paper")
     parser.add_argument("--option", action="append", default=[], help="detector option KEY=VALUE (repeatable)")
+    parser.add_argument("--method", action="append", help="only these methods of the protocol (repeatable)")
+    parser.add_argument("--category", action="append", help="only these categories (repeatable)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     protocol = load_protocol(args.protocol)
     detectors, protocol.detectors, protocol.metrics = protocol.detectors, [], []
+    if args.method:
+        protocol.methods = [m for m in protocol.methods if m.name in args.method]
+    if args.category:
+        protocol.dataset.categories = list(args.category)
     detectors = [d for d in detectors if not args.detector or d.name in args.detector]
-    overrides = dict(yaml.safe_load(f"{{{o.replace('=', ': ', 1)}}}") for o in args.option)
+    overrides = {k: v for o in args.option for k, v in yaml.safe_load(f"{{{o.replace('=', ': ', 1)}}}").items()}
     with tempfile.TemporaryDirectory() as tmp:
         run_study(protocol, out=Path(tmp) / "run", report=False)
         jobs, start_wall, start_cpu = [], time.time(), cpu_seconds()
