@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/gpu_check.sh selftest     # acbench selftest --device cuda, one line per plugin (~5 min)
 #   bash benchmarks/gpu_check.sh speed        # generation (compiled vs eager vs plain diffusers), detector, IC-LPIPS
-#   bash benchmarks/gpu_check.sh all          # both, one after the other
+#   bash benchmarks/gpu_check.sh bf16         # unet-localization with and without bf16 autocast, 3 seeds (~4 min)
+#   bash benchmarks/gpu_check.sh all          # all three, one after the other
 #
 # On an offline GPU machine without acbench's dependencies, put the wheels of ../shared/gpu/fetch-wheels.sh
 # (or any folder of wheels) in .whl/: they are installed into /tmp/site first.
@@ -73,4 +74,9 @@ if [[ $part == speed || $part == all ]]; then
   step ic_lpips_dfmgan 240 "$py" benchmarks/ic_lpips.py --device "$device" --batch-size 64 "${lp[@]}"
   step ic_lpips_anomalydiffusion 240 "$py" benchmarks/ic_lpips.py --device "$device" --batch-size 64 \
     --variant anomalydiffusion "${lp[@]}"
+fi
+
+if [[ $part == bf16 || $part == all ]]; then
+  if [[ $small == 1 ]]; then bf=(--preset demo --seeds 0 1); else bf=(--preset paper --option epochs=10); fi
+  step detector_bf16 540 "$py" benchmarks/detector_bf16.py --device "$device" "${bf[@]}"
 fi
