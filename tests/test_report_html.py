@@ -24,7 +24,10 @@ def test_html_is_self_contained_and_flags_random_weights(tmp_path):
     assert page.count("<img") >= 3  # bar charts and the sample grid
     tables = run / "report" / "tables"
     assert (tables / "pixel_ap__unet-localization.tex").is_file() and (tables / "fid.csv").is_file()
-    assert (run / "report" / "figures" / "bars_fid.pdf").is_file()
+    assert (run / "report" / "figures" / "bars_fid.pdf").is_file()  # the protocol asks for LaTeX: PDF figures
+    render_report(run, formats=["md", "csv"])
+    assert (run / "report" / "figures" / "bars_fid.png").is_file()
+    assert not (run / "report" / "figures" / "bars_fid.pdf").exists()  # no LaTeX, no PDF copies
     assert (run / "report" / "index.md").read_text().startswith("# unit")
 
 

@@ -29,6 +29,7 @@ from acbench.report.bootstrap import bootstrap_intervals
 from acbench.report.caveats import caveats
 from acbench.report.correlation import correlation_display, correlations
 from acbench.report.figures import (
+    WRITE_PDF,
     ablation_chart,
     grouped_bars,
     method_colours,
@@ -75,15 +76,19 @@ def render_report(run_dir: str | Path, formats: list[str] | None = None, bootstr
             attach_intervals(table, intervals)
     _write_table_files(tables, out / "tables", formats)
 
-    blocks = _summary_blocks(run)
-    blocks += _headline_blocks(tables, run, out, references_dir)
-    blocks += _table_blocks(tables)
-    blocks += _ablation_blocks(tables, run, out, formats)
-    blocks += _reference_blocks(tables, run, references_dir)
-    blocks += _correlation_blocks(run, out)
-    blocks += _figure_blocks(tables, run, out)
-    if sample_grids:
-        blocks += _sample_blocks(run, out, samples_per_type)
+    pdf = WRITE_PDF.set("tex" in formats or "pdf" in formats)  # PDF figures go with LaTeX tables
+    try:
+        blocks = _summary_blocks(run)
+        blocks += _headline_blocks(tables, run, out, references_dir)
+        blocks += _table_blocks(tables)
+        blocks += _ablation_blocks(tables, run, out, formats)
+        blocks += _reference_blocks(tables, run, references_dir)
+        blocks += _correlation_blocks(run, out)
+        blocks += _figure_blocks(tables, run, out)
+        if sample_grids:
+            blocks += _sample_blocks(run, out, samples_per_type)
+    finally:
+        WRITE_PDF.reset(pdf)
 
     atomic_write_text(out / "index.md", f"# {run.name}\n\n" + doc.to_md(blocks, out))
     index = out / "index.html"

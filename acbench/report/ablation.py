@@ -35,15 +35,18 @@ def _method_name(label: str) -> str:
 def ablation_labels(methods_config: list[dict], labels: list[str]) -> dict[str, str]:
     """method label -> ablation variant, for the labels present in the results."""
     found: dict[str, str] = {}
+    present = [_method_name(lb) for lb in labels]
     for method in methods_config:
         option = (method.get("options") or {}).get("ablation")
         label = f"{method['name']}/{method['variant']}" if method.get("variant") else method["name"]
-        if label in labels and option in method_ablations(method["name"])[1]:
+        if present.count(method["name"]) < 2:  # one row of a method is no ablation (and loading it costs seconds)
+            continue
+        if label in labels and option is not None and option in method_ablations(method["name"])[1]:
             found[label] = option
-    if not found:  # no manifest information: recognise the variant names themselves
+    if not found and not methods_config:  # no manifest information: recognise the variant names themselves
         for label in labels:
             variant = label.split("/", 1)[1] if "/" in label else ""
-            if variant in method_ablations(_method_name(label))[1]:
+            if variant and variant in method_ablations(_method_name(label))[1]:  # loading a plugin costs seconds
                 found[label] = variant
     return found
 

@@ -1,7 +1,9 @@
-"""Figures (matplotlib, PNG + PDF): grouped bars, ablation chart, quality-vs-utility scatter,
-detection metrics against the synthetic share."""
+"""Figures (matplotlib, PNG, + PDF when the report writes LaTeX): grouped bars, ablation chart,
+quality-vs-utility scatter, detection metrics against the synthetic share."""
 
 from __future__ import annotations
+
+import contextvars
 
 from pathlib import Path
 
@@ -26,12 +28,18 @@ def method_colours(labels: list[str]) -> dict[str, tuple]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
+#: Whether `save` also writes a PDF (for LaTeX papers): set by `render_report` from the report formats
+#: (`tex` or `pdf`); rendering a PDF costs about as much as the PNG.
+WRITE_PDF: contextvars.ContextVar[bool] = contextvars.ContextVar("WRITE_PDF", default=True)
+
+
 def save(fig: plt.Figure, stem: Path, dpi: float | None = None, tight: bool = True) -> Path:
-    """Write stem.png and stem.pdf; return the PNG path."""
+    """Write stem.png (and stem.pdf, see `WRITE_PDF`); return the PNG path."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     bbox = "tight" if tight else None
     fig.savefig(stem.with_suffix(".png"), bbox_inches=bbox, dpi=dpi or "figure")
-    fig.savefig(stem.with_suffix(".pdf"), bbox_inches=bbox)
+    if WRITE_PDF.get():
+        fig.savefig(stem.with_suffix(".pdf"), bbox_inches=bbox)
     plt.close(fig)
     return stem.with_suffix(".png")
 
