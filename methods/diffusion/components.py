@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -256,12 +257,21 @@ def build_inpaint_components(
     download); under `pretrained-or-random` a miss falls back to the random full-size architecture.
     `sd15-arch`: the full-size architecture with random weights. `tiny`: small random networks.
     """
+    return resolve_components(model, policy, path, seed, dtype, ("stable-diffusion-inpainting", SD15_INPAINT_REPO),
+                              load_inpaint_components, _random_components)
+
+
+def resolve_components(model: str, policy: Policy, path: str | Path | None, seed: int, dtype: torch.dtype | None,
+                       weight: tuple[str, str], load: Callable[..., InpaintComponents],
+                       random: Callable[[str, int], InpaintComponents]) -> InpaintComponents:
+    """Frozen components of a preset: `sd15` from the weights `weight` (name, hub repo) resolves to, or,
+    where the policy gives random weights, the full-size `sd15-arch` built by `random`; other presets random."""
     if model == "sd15":
-        resolution: Resolution = resolve_hf("stable-diffusion-inpainting", SD15_INPAINT_REPO, policy, path)
+        resolution: Resolution = resolve_hf(*weight, policy, path)
         if not resolution.is_random:
-            return load_inpaint_components(resolution.path, dtype).freeze()
+            return load(resolution.path, dtype).freeze()
         model = "sd15-arch"
-    components = _random_components(model, seed)
+    components = random(model, seed)
     if dtype is not None:
         components.to("cpu", dtype)
     return components.freeze()

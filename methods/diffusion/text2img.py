@@ -15,7 +15,7 @@ import torch
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from acbench.weights import Policy, Resolution, resolve_hf
+from acbench.weights import Policy
 from acbench_methods.diffusion.components import (
     SD15_TEXT,
     SD15_UNET,
@@ -28,6 +28,7 @@ from acbench_methods.diffusion.components import (
     Model,
     byte_level_clip_tokenizer,
     load_sd_folder,
+    resolve_components,
 )
 
 log = logging.getLogger(__name__)
@@ -53,15 +54,8 @@ def build_text2img_components(
     """Frozen SD-1.5 text-to-image networks: `sd15` (resolved by `acbench.weights`; under
     `pretrained-or-random` a miss gives the random full-size architecture), `sd15-arch` (full size,
     random) or `tiny` (small random networks). The UNet has 4 input channels."""
-    if model == "sd15":
-        resolution: Resolution = resolve_hf("stable-diffusion-v1-5", SD15_REPO, policy, path)
-        if not resolution.is_random:
-            return load_text2img_components(resolution.path, dtype).freeze()
-        model = "sd15-arch"
-    components = _random_text2img(model, seed)
-    if dtype is not None:
-        components.to("cpu", dtype)
-    return components.freeze()
+    return resolve_components(model, policy, path, seed, dtype, ("stable-diffusion-v1-5", SD15_REPO),
+                              load_text2img_components, _random_text2img)
 
 
 def _random_text2img(model: str, seed: int) -> InpaintComponents:
