@@ -179,3 +179,36 @@ def test_ablation_layout_uses_the_image_test(tmp_path):
     auroc = grid.header.index(next(h for h in grid.header if h.startswith("image AUROC")))
     assert {row[0].text: row[auroc].rank for row in grid.rows} == {"full": 1, "no_csm": 2, "no_asea": 0}
     assert "over test images too" in grid.notes[0]
+
+
+def test_a_merged_leaderboard_tests_on_the_runs_predictions(tmp_path):
+    """`acbench compare` copies each run's predictions under the merged labels (a method in both runs gets
+    the run in its label), so the merged table is marked by the image test as each run's own is."""
+    from acbench.report.leaderboard import merge_runs
+    from acbench.report.load import load_run
+
+    labels = {"bottle": _labels(60, 60)}
+    y = labels["bottle"]
+    runs = {"one": {"a": {"bottle": [y * 10.0 + np.linspace(0, 1, y.size)]}, "b": {"bottle": [_scores(y, 1.0, 1)]}},
+            "two": {"b": {"bottle": [_scores(y, 1.0, 3)]}, "c": {"bottle": [_scores(y, 10.0, 2)]}}}
+    roots = []
+    for name, scores in runs.items():
+        _study(tmp_path / name, scores, labels, tested=False)  # writes the predictions
+        write_run(tmp_path / name, _rows(scores, labels), manifest(), with_samples=False)
+        roots.append(tmp_path / name)
+    board = merge_runs(roots, tmp_path / "board")
+    merged = load_run(board).frame
+    assert set(merged["label"]) == {"a", "b/@one", "b/@two", "c"}
+
+    def image_auroc():
+        table = {t.metric: t for t in build_tables(merged)}["image_auroc"]
+        attach_image_tests([table], RunPredictions(board, merged))
+        return table
+
+    table = image_auroc()
+    assert table.ranks("bottle")["a"] == 1 and table.decided["bottle"] == {TEST_IMAGES}
+    assert len(list((board / "predictions").rglob("predictions.csv"))) == 4
+    for p in (board / "predictions").rglob("predictions.csv"):
+        p.unlink()
+    table = image_auroc()  # without the copies: one seed, no test decides
+    assert table.ranks("bottle") == {} and table.decided["bottle"] == set()

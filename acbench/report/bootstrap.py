@@ -67,16 +67,30 @@ def _read_predictions(path: Path) -> pd.DataFrame | None:
     return out if out["label"].nunique() == 2 else None
 
 
+#: Where a merged leaderboard (`acbench compare`) keeps copies of its runs' predictions.csv, laid out as
+#: a run's `artifacts/detect` folder under the merged labels.
+MERGED_PREDICTIONS = "predictions"
+
+
+def predictions_path(root: Path, detector: str, method: str, variant: str, category: str, seed) -> Path:
+    """A detector job's predictions.csv below `root` (a run's `artifacts/detect`, or a merged folder's
+    `predictions`)."""
+    label_dir = f"{method}@{variant}" if variant else method
+    return root / detector.replace("/", "@") / label_dir / str(category) / str(seed) / "predictions.csv"
+
+
 def find_predictions(run_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per detector artifact with a usable predictions.csv: detector, label, category, seed, path."""
+    """One row per detector artifact with a usable predictions.csv: detector, label, category, seed, path.
+    Looks in the run's artifacts, then in the copies a merged leaderboard keeps."""
     rows = []
     detect = frame[(frame["stage"] == "detect") & (frame["anomaly_type"] == "")] if "stage" in frame else frame
     keys = detect[["detector", "method", "variant", "label", "category", "seed"]].drop_duplicates()
+    roots = (run_dir / "artifacts" / "detect", run_dir / MERGED_PREDICTIONS)
     for det, method, variant, label, category, seed in keys.itertuples(index=False):
-        label_dir = f"{method}@{variant}" if variant else method
-        path = run_dir / "artifacts" / "detect" / det.replace("/", "@") / label_dir / category / str(seed)
-        if (path / "predictions.csv").is_file():
-            rows.append((det, label, category, seed, path / "predictions.csv"))
+        path = next((p for p in (predictions_path(r, det, method, variant, category, seed) for r in roots)
+                     if p.is_file()), None)
+        if path is not None:
+            rows.append((det, label, category, seed, path))
     return pd.DataFrame(rows, columns=["detector", "label", "category", "seed", "path"])
 
 

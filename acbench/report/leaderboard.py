@@ -9,13 +9,15 @@ it came from (`run` column); a method present in several runs gets the run's nam
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from acbench.data.io import atomic_write_text
 from acbench.errors import UserError
-from acbench.report.load import load_run
+from acbench.report.bootstrap import MERGED_PREDICTIONS, predictions_path
+from acbench.report.load import Run, load_run
 
 #: Protocol fields that must agree for numbers to be comparable (dotted paths into the manifest's protocol).
 MUST_AGREE = ("dataset.kind", "dataset.split", "dataset.image_size", "dataset.root", "generation.per_type",
@@ -32,6 +34,23 @@ def _field(protocol: dict, dotted: str):
 def _run_names(roots: list[Path]) -> list[str]:
     names = [r.resolve().name for r in roots]
     return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
+
+
+def _copy_predictions(run: Run, name: str, shared: set[tuple[str, str]], dest: Path) -> None:
+    """Copy the run's detector predictions.csv under the merged labels, so the merged report's intervals
+    and image-level significance tests (which read them) work as in each run's own report."""
+    frame = run.frame
+    if frame.empty:
+        return
+    detect = frame[(frame["stage"] == "detect") & (frame["anomaly_type"] == "")]
+    keys = detect[["detector", "method", "variant", "category", "seed"]].drop_duplicates()
+    for det, method, variant, category, seed in keys.itertuples(index=False):
+        source = predictions_path(run.root / "artifacts" / "detect", det, method, variant, category, seed)
+        if source.is_file():
+            merged = f"{variant}@{name}" if (method, variant) in shared else variant
+            target = predictions_path(dest, det, method, merged, category, seed)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def merge_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
@@ -59,6 +78,7 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
             if (run.root / "results.csv").is_file() else pd.DataFrame()
         frames.append(raw.assign(run=name))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    shared: set[tuple[str, str]] = set()
     if not rows.empty:  # a method measured in several runs: its label carries the run
         variant = rows["variant"].fillna("").astype(str)
         per_method = rows.assign(_v=variant).groupby(["method", "_v"])["run"].nunique()
@@ -75,6 +95,8 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
                                     "git_commit": r.manifest.get("git_commit")} for n, r in zip(names, runs)],
                     categories=sorted({c for r in runs for c in r.manifest.get("categories", [])}))
     out.mkdir(parents=True, exist_ok=True)
+    for run, name in zip(runs, names, strict=True):
+        _copy_predictions(run, name, shared, out / MERGED_PREDICTIONS)
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
     atomic_write_text(out / "results.csv", rows.to_csv(index=False))
     return out
