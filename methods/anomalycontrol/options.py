@@ -34,6 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "caption_cleaning": "lavis",  # LAVIS pre_caption: only .!"()*#:;~ removed, no token limit
         "csm_precision": "fp32",  # the ViT-g in fp32 (LAVIS loads on CPU and calls .float())
         "csm_image": "raw",  # the reference image and mask at their file resolution
+        "train_resize": "bilinear-crop",  # shorter side bilinear to 512, centre crop; soft mask, paint >= 0.75
     },
     "acbench": {
         "captions": None,  # template "The {category} has {defect}" unless a captions file is given
@@ -46,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "caption_cleaning": "strict",  # all punctuation removed, 32 tokens
         "csm_precision": "auto",  # half precision with the frozen networks on CUDA
         "csm_image": "resized",  # the reference resized to the diffusion resolution first
+        "train_resize": "bicubic",  # image bicubic to 512 x 512 (aspect not kept), mask nearest and binary
     },
 }
 
@@ -103,6 +105,12 @@ class AnomalyControlOptions(SpeedOptions):  # + compile, compile_mode, compile_b
     )
     train_steps: int | None = Field(None, ge=1, description="override the schedule's optimiser steps")
     train_scale: float | None = Field(None, ge=0, description="lambda during training (preset)")
+    train_resize: Literal["bilinear-crop", "bicubic"] | None = Field(
+        None,
+        description="training images and masks to the diffusion resolution: bilinear shorter side + centre "
+        "crop with a soft mask, masked image blanked where it is >= 0.75 (as released); or bicubic image and "
+        "nearest binary mask (preset)",
+    )
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     training: TrainingOptions = TrainingOptions()
     # inference

@@ -23,12 +23,14 @@ from acbench_methods.anomalycontrol.model import AnomalyControlModel, initialise
 from acbench_methods.anomalycontrol.options import RELEASED_MASKS_ENV, AnomalyControlOptions
 from acbench_methods.anomalycontrol.presets import BLIP2_ITM_REPO, IP_ADAPTER_REPO, SCHEDULES
 from acbench_methods.anomalycontrol.references import (
+    PAINT_THRESHOLD,
     Captions,
     TargetMasks,
     load_captions,
     reference_entry,
     reference_of,
     target_mask_spec,
+    training_view,
 )
 from acbench_methods.anomalycontrol.sga import SemanticGuidedAdapter
 from acbench_methods.anomalycontrol.train import prepare_training_set, train_adapter
@@ -202,11 +204,12 @@ class AnomalyControl(Synthesizer):
     ) -> dict[str, Any]:
         opts, size = self.options, model.preset.resolution
         captions = self.captions()
+        examples = [
+            (ex, data) for data in categories for atype in sorted(data.synthesis) for ex in data.synthesis[atype]
+        ]
         refs = [
             reference_of(ex, data, captions, opts.caption_template, size, raw=opts.csm_image == "raw")
-            for data in categories
-            for atype in sorted(data.synthesis)
-            for ex in data.synthesis[atype]
+            for ex, data in examples
         ]
         if not refs:
             raise UserError(
@@ -219,12 +222,14 @@ class AnomalyControl(Synthesizer):
         initialise_adapter(fresh, opts, self.policy)
         model.adapter.load_state_dict(fresh.state_dict())
         features = model.reference_features(refs)
+        views = [training_view(ex, ref, size, opts.train_resize) for (ex, _), ref in zip(examples, refs)]
         data = prepare_training_set(
             model.components,
-            [r.image for r in refs],
-            [r.mask for r in refs],
+            [image for image, _ in views],
+            [mask for _, mask in views],
             [r.caption for r in refs],
             features,
+            paint_threshold=PAINT_THRESHOLD[opts.train_resize],
         )
         schedule = SCHEDULES[opts.schedule]
         checkpoints = self._checkpoint_dir(workdir, name, categories, seed, model)

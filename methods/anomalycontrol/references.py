@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from torchvision import transforms
 
 from acbench.data.category import CategoryData, DefectExample
 from acbench.errors import UserError
@@ -144,6 +146,35 @@ def reference_of(
         example.image() if raw else None,
         example.mask() if raw else None,
     )
+
+
+#: The masked training image is blanked where the training mask is at least this, per `train_resize`.
+#: The released dataset tests its normalised soft mask (2m - 1) against 0.5, i.e. m >= 0.75; a binary mask
+#: (the `bicubic` view) is blanked where set, as the diffusers inpainting pipeline does (m >= 0.5).
+PAINT_THRESHOLD = {"bilinear-crop": 0.75, "bicubic": 0.5}
+
+
+def training_view(
+    example: DefectExample, reference: Reference, size: int, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image (uint8 H x W x 3) and mask (bool, or float in [0, 1]) the adapter trains on, size x size.
+
+    `bicubic`: the reference's own view (bicubic image and nearest binary mask, stretched to a square).
+    `bilinear-crop`: the released training transform, applied alike to image and mask: the shorter side
+    resized to `size` (torchvision on PIL images, so PIL's antialiased bilinear, as released), then the
+    centre crop. The mask stays soft (k / 255). Its file is binarised first (>= 128, as everywhere in
+    acbench) so JPEG noise does not leak in; on 0/255 masks such as MVTec's this is the released input.
+    """
+    if mode == "bicubic":
+        return reference.image, reference.mask
+    resize = transforms.Compose(
+        [transforms.Resize(size, transforms.InterpolationMode.BILINEAR), transforms.CenterCrop(size)]
+    )
+    raw_image = reference.raw_image if reference.raw_image is not None else example.image()
+    raw_mask = reference.raw_mask if reference.raw_mask is not None else example.mask()
+    image = resize(Image.fromarray(raw_image))
+    mask = resize(Image.fromarray(raw_mask.astype(np.uint8) * 255))
+    return np.array(image, dtype=np.uint8), np.asarray(mask, dtype=np.float32) / 255
 
 
 def target_mask_spec(options: AnomalyControlOptions) -> MaskSourceSpec:

@@ -84,8 +84,13 @@ def prepare_training_set(
     captions: Sequence[str],
     features: torch.Tensor,
     batch_size: int = 8,
+    paint_threshold: float = 0.5,
 ) -> TrainingSet:
-    """Encode images, masked images (mask region blanked) and captions once with the frozen networks."""
+    """Encode images, masked images and captions once with the frozen networks.
+
+    Masks are binary or soft (values in [0, 1]); the masked image is blanked (0 in the VAE's [-1, 1]
+    range) where the mask is >= `paint_threshold`, and the mask channel keeps the mask's own values.
+    """
     vae, device = components.vae, components.vae.device
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("lm", "ls", "mm", "ms", "mask")}
     for start in range(0, len(images), batch_size):
@@ -94,7 +99,7 @@ def prepare_training_set(
             device
         )
         latent = vae.encode(x.to(vae.dtype)).latent_dist
-        masked = vae.encode((x * (m < 0.5)).to(vae.dtype)).latent_dist
+        masked = vae.encode((x * (m < paint_threshold)).to(vae.dtype)).latent_dist
         for key, value in (("lm", latent.mean), ("ls", latent.std), ("mm", masked.mean), ("ms", masked.std)):
             parts[key].append(value.float().cpu())
         parts["mask"].append(F.interpolate(m, size=latent.mean.shape[-2:]).cpu())
