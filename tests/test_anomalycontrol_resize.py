@@ -172,3 +172,17 @@ def test_a_bad_train_resize_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "methods[0].options.train_resize" in lines[0] and "bilinear-crop" in lines[0], lines[0]
+
+
+def test_job_hashes_change_only_where_training_changed():
+    """The options dump (what job hashes are made of) leaves out an unset train_resize exactly where the
+    preset resizes as every preset did before the option: those studies resume; official ones refit. A
+    dump validates back to the same options (nothing a worker re-reads is lost)."""
+    for options, in_dump in (({"preset": "acbench"}, False), ({"preset": "official"}, True),
+                             ({"preset": "official", "train_resize": "bicubic"}, True),
+                             ({"preset": "acbench", "train_resize": "bilinear-crop"}, True)):
+        parsed = AnomalyControlOptions.model_validate(options)
+        dump = parsed.model_dump(mode="json")
+        assert ("train_resize" in dump) == in_dump, options
+        again = AnomalyControlOptions.model_validate(dump)
+        assert again == parsed and again.resolved().train_resize == parsed.resolved().train_resize

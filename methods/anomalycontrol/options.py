@@ -142,6 +142,12 @@ class AnomalyControlOptions(SpeedOptions):  # + compile, compile_mode, compile_b
         update = {k: v for k, v in values.items() if k in type(self).model_fields and getattr(self, k) is None}
         return self.model_copy(update=update)
 
+    def _same_as_before(self) -> set[str]:
+        """Unset `train_resize` under a preset that resizes bicubically is how every preset trained before
+        the option existed: left out of the dump, those jobs keep their hashes and resume."""
+        unchanged = self.train_resize is None and PRESETS[self.preset]["train_resize"] == "bicubic"
+        return {"train_resize"} if unchanged else set()
+
     @property
     def target_masks(self) -> str:
         """Where target masks come from: the given `mask_source`, else the preset's choice."""

@@ -129,7 +129,14 @@ class SpeedOptions(BaseModel):
         for name, info in SpeedOptions.model_fields.items():
             if getattr(self, name) == info.default:
                 data.pop(name, None)
+        for name in self._same_as_before():
+            data.pop(name, None)
         return data
+
+    def _same_as_before(self) -> set[str]:
+        """A plugin's options (besides the speed ones) left out of the dump because at their current value
+        they compute what the plugin computed before the option existed: its earlier jobs resume."""
+        return set()
 
     @field_validator("compile", mode="before")
     @classmethod
