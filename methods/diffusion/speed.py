@@ -105,6 +105,13 @@ def pad_embeds(embeds: list[torch.Tensor], n: int, target: int) -> list[torch.Te
     return out
 
 
+def pad_rows(x: torch.Tensor, target: int | None) -> torch.Tensor:
+    """x ([n, ...]) with its last row repeated up to `target` rows; x itself when target is None or <= n.
+    For a sampling loop that pads at its network calls (the noise stays drawn for the n real rows)."""
+    extra = 0 if target is None else target - x.shape[0]
+    return x if extra <= 0 else torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
+
+
 class SpeedOptions(BaseModel):
     """Generation speed options of a diffusion plugin (its options model inherits them). None changes the
     model's math: outputs agree with `compile: off` within float tolerance."""
