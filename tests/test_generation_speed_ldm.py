@@ -213,3 +213,29 @@ def test_anogen_compiled_matches_eager(brick, anogen_fit):
         torch._dynamo.reset()
     assert method.provenance()["generation_speed"]["unet_compiled"] is True
     assert max_diff([s.image for s in compiled], [s.image for s in eager]) <= 1
+
+
+@pytest.mark.skipif(not os.environ.get("ACBENCH_SLOW_TESTS"), reason="compiles five graphs: ~40 s on a 2-core CPU")
+def test_anomalydiffusion_compiled_with_its_own_mask_model(brick, tmp_path):
+    """The default mask source samples with the method's compiled UNet and decoder at its own batch size:
+    one more graph of each (UNet and decoder at 2 and 8, the encoder at 2), whatever the layout of its inputs."""
+    from torch._dynamo.utils import counters
+
+    options = {"model": "tiny", "schedule": "tiny", "generation_batch": 2}
+    registry.load("methods", "anomalydiffusion")(options, weights="random").fit([brick], tmp_path, seed=0)
+    types = sorted(t for t, ex in brick.synthesis.items() if ex)[:2]
+    plain, eager = generate("anomalydiffusion", options, brick, tmp_path, [(t, 3) for t in types])
+    base = plain._fitted.base
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]  # (a count over the process: reset keeps it)
+    try:
+        method, compiled = generate("anomalydiffusion", {**options, **COMPILED}, brick, tmp_path,
+                                    [(t, 3) for t in types])
+        graphs = counters["stats"]["unique_graphs"] - before
+    finally:
+        speed.uncompile_networks(base.unet, base.vae)
+        torch._dynamo.reset()
+    assert method.provenance()["generation_speed"]["unet_compiled"] is True
+    assert method.provenance()["mask_source_anomalydiffusion"]["generated"] > 0
+    assert graphs == 5
+    assert max_diff([s.image for s in compiled], [s.image for s in eager]) <= 1

@@ -155,8 +155,9 @@ def _randn(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_mask_images(base: DiffusionBase, vectors: torch.Tensor, steps: int, guidance: float,
-                       generator: torch.Generator) -> torch.Tensor:
-    """Text-to-image with the mask tokens (DDIM, eta 0, classifier-free guidance); images in [0, 1]."""
+                       generator: torch.Generator, pad_to: int | None = None) -> torch.Tensor:
+    """Text-to-image with the mask tokens (DDIM, eta 0, classifier-free guidance); images in [0, 1].
+    `pad_to`: network inputs padded to that many rows, as in `inpaint`."""
     device = base.device
     state = AARState()  # no weights: plain attention
     install_aar(base.unet, state)
@@ -166,10 +167,10 @@ def sample_mask_images(base: DiffusionBase, vectors: torch.Tensor, steps: int, g
     sampler.set_timesteps(steps, device=device)
     shape = (len(vectors), base.unet.config.in_channels, base.latent_size, base.latent_size)
     z = _randn(shape, generator, device, base.dtype)
-    nets = Networks(base, len(z))
+    nets = Networks(base, len(z), pad_to)
     for t in sampler.timesteps:
         z = sampler.step(_predict(nets, z, t, cond, uncond, guidance, state), t, z, eta=0.0).prev_sample
-    return (base.decode(z).float() + 1) / 2
+    return (nets.decode(z).float() + 1) / 2
 
 
 def binarise_masks(images: torch.Tensor, threshold: float, border_fraction: float = 1 / 3) -> list[torch.Tensor | None]:

@@ -56,6 +56,11 @@ def compile_networks(unet: torch.nn.Module, vae: torch.nn.Module, device: str | 
     log.info("compiled UNet and VAE (%s, %s)", backend, mode)
 
 
+def is_compiled(module: torch.nn.Module) -> bool:
+    """Whether `module` runs a compiled forward (`nn.Module.compile`, as `compile_networks` does)."""
+    return module._compiled_call_impl is not None
+
+
 def uncompile_networks(unet: torch.nn.Module, vae: torch.nn.Module) -> None:
     """Undo `compile_networks`: the modules run their eager forward again. `nn.Module.compile` keeps the
     compiled callable in `_compiled_call_impl` and torch has no public call to drop it; clearing it is
