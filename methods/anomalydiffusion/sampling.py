@@ -99,7 +99,8 @@ def inpaint(base: DiffusionBase, vectors: torch.Tensor, normals: torch.Tensor, m
     m = (latent_mask(masks, z0.shape[-1]) if latent_masks is None else latent_masks).to(device, z0.dtype)
     cond, slots = conditioning(base, vectors, template)
     uncond = base.empty_prompt_states(len(z0)) if guidance != 1.0 else None
-    state = AARState(span=nets.pad(token_span(slots, aar.include_bos)), mode=aar.mode)  # type: ignore[arg-type]
+    span = nets.pad(token_span(slots, aar.include_bos)).to(device)  # on the device: no host input to a graph
+    state = AARState(span=span, mode=aar.mode)  # type: ignore[arg-type]
     install_aar(base.unet, state)
     # Padded (compiled) with AAR on, every UNet call gets a weight map: ones where eager has none (the first
     # x0_pred step, the unconditional branch), the same attention. A None there would be a second compiled

@@ -7,7 +7,8 @@ the eager path within float tolerance, see tests/test_diffusion_speed.py):
   costs tens of seconds and gains little there). Compile once per process and keep one batch size:
   every new shape compiles again.
 - padding: `sample_inpaint(..., pad_to=B)` fills a short last batch with copies of its last image, so
-  every UNet call has the compiled shape; the copies' outputs are dropped.
+  every UNet call has the compiled shape; the copies' outputs are dropped. A sampler that draws a batch's
+  noise from one generator pads at its network calls instead (`pad_rows`), so the real rows' noise stays.
 - `PromptEmbeddings`: the text encoder runs once per distinct (prompt, negative prompt), not once per
   batch; the pipeline then receives `prompt_embeds`.
 - `SpeedOptions` + `FastSampler`: the three above as plugin options (`compile`, `compile_mode`,
