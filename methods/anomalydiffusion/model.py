@@ -16,6 +16,7 @@ from acbench.protocol import config_hash
 from acbench_methods.anomalydiffusion.base import DiffusionBase, load_base
 from acbench_methods.anomalydiffusion.embedding import (AnomalyEmbedding, TokenTable, load_anomaly_embedding,
                                                         load_token_table)
+from acbench_methods.diffusion.speed import SpeedOptions
 
 META = "anomalydiffusion.json"
 ANOMALY_FILE = "anomaly_embedding.safetensors"
@@ -46,7 +47,7 @@ def train_state_root(options: BaseModel, policy: str, workdir: Path, keys: list[
     the generation speed options, which training does not read)."""
     if options.train_state_dir is None:
         return workdir / "train-state"
-    ignored = {"train_state_dir", "compile", "compile_mode", "compile_backend"}
+    ignored = {"train_state_dir", *SpeedOptions.model_fields}
     config = {"options": options.model_dump(mode="json", exclude=ignored), "keys": keys, "seed": seed,
               "weights": policy}
     return Path(options.train_state_dir) / config_hash(config)
