@@ -8,6 +8,12 @@ Speed does not depend on weight values, so every network is random: `--model tin
 Measured: seconds per textual-inversion step (`--ti-batch`, AnoGen's 4, 256 px, forward + backward through the frozen
 networks) and seconds per generated pair (boxes drawn on the demo's normal images, DDIM `--steps`, eta 0,
 guidance 10: two UNet passes per step, `--batch-size` pairs per call). Prints one JSON object.
+
+`--compile` adds a compiled arm: the same batches (same boxes, same noise) through the plugin's `FastSampler`
+with `compile: on` (`--compile-mode`, `--compile-backend`; aot_eager for a CPU rehearsal), every batch padded
+to `--batch-size` at the network calls; its first batch (the compile) is reported apart in
+`compile_seconds`, its rate against the eager arm in `speedup_compiled_vs_eager`, and the largest pixel
+difference from the eager pairs in `max_abs_diff_levels`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from acbench.protocol import SplitConfig
 from acbench_methods.anogen import PRESETS, AnoGen, items_of, paint
 from acbench_methods.anogen.embeddings import new_table
 from acbench_methods.anomalydiffusion.base import DiffusionBase, tiny_base, tiny_tokenizer
+from acbench_methods.anomalydiffusion.sampling import rewinding
 from acbench_methods.anomalydiffusion.train import TrainConfig, train
+from acbench_methods.diffusion.speed import FastSampler, SpeedOptions
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -66,6 +74,25 @@ def synchronise(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def paint_batches(base: DiffusionBase, vector: torch.Tensor, batches: list, preset, device: str,
+                  sampler: FastSampler | None = None) -> tuple[list[np.ndarray], list[float]]:
+    """The pairs of every (normals, boxes) batch, noise from one generator (seed 0), and each batch's seconds;
+    through `sampler` (compiled, padded) when given."""
+    generator = torch.Generator().manual_seed(0)
+    pairs, seconds = [], []
+    for normals, boxes in batches:
+        def painted(pad_to: int | None, normals=normals, boxes=boxes) -> np.ndarray:
+            return paint(base, vector.expand(len(normals), -1, -1), normals, boxes, preset, generator, pad_to=pad_to)
+
+        start = time.perf_counter()
+        out = painted(None) if sampler is None else sampler.run(base.unet, base.vae, len(normals),
+                                                                 rewinding(generator, painted))
+        synchronise(device)
+        seconds.append(time.perf_counter() - start)
+        pairs.extend(out)
+    return pairs, seconds
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["tiny", "ldm-arch"], default="tiny")
@@ -77,6 +104,9 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=4, help="timed textual-inversion steps (0: skip)")
     p.add_argument("--ti-batch", type=int, default=4, help="textual-inversion batch (AnoGen: 4)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="also measure generation with compile: on")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune, ...)")
+    p.add_argument("--compile-backend", default="inductor", help="aot_eager: a fast CPU rehearsal of the capture")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,19 +136,25 @@ def main() -> None:
         method = AnoGen({"model": "tiny", "schedule": "tiny"}, weights="random")  # its box sampler only
         rng = np.random.default_rng(0)
         vector = table.vectors[0].detach().to(args.device, dtype)
-        generator = torch.Generator().manual_seed(0)
-        pairs, start = 0, None
-        while pairs < args.pairs:
-            batch = min(args.batch_size, args.pairs - pairs)
-            normals = [data.normal_image(int(rng.integers(len(data.normal_train)))) for _ in range(batch)]
-            boxes = [method.box_for(n, data.category, "crack", rng) for n in normals]
-            out = paint(base, vector.expand(batch, -1, -1), normals, boxes, preset, generator)
-            synchronise(args.device)
-            if start is None:  # the first call is the warm-up
-                start = time.perf_counter()
-                continue
-            pairs += len(out)
-        gen_s = (time.perf_counter() - start) / max(1, pairs)
+        sizes = [args.batch_size] + [min(args.batch_size, args.pairs - i)  # the first batch is the warm-up
+                                     for i in range(0, args.pairs, args.batch_size)]
+        batches = []
+        for size in sizes:
+            normals = [data.normal_image(int(rng.integers(len(data.normal_train)))) for _ in range(size)]
+            batches.append((normals, [method.box_for(n, data.category, "crack", rng) for n in normals]))
+        eager, seconds = paint_batches(base, vector, batches, preset, args.device)
+        pairs = len(eager) - sizes[0]
+        gen_s = sum(seconds[1:]) / max(1, pairs)
+        compiled = None
+        if args.compile:
+            options = SpeedOptions(compile="on", compile_mode=args.compile_mode, compile_backend=args.compile_backend)
+            sampler = FastSampler(options, args.batch_size, encode_once=False)
+            fast, fast_seconds = paint_batches(base, vector, batches, preset, args.device, sampler)
+            compiled_s = sum(fast_seconds[1:]) / max(1, pairs)
+            diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fast, eager, strict=True))
+            compiled = {"compile_seconds": round(fast_seconds[0], 2), "seconds_per_pair": round(compiled_s, 4),
+                        "speedup_compiled_vs_eager": round(gen_s / compiled_s, 3), "max_abs_diff_levels": diff,
+                        "facts": sampler.facts(), "mode": args.compile_mode, "backend": args.compile_backend}
     result = {
         "benchmark": "anogen_generate", "model": args.model, "device": args.device, "dtype": str(dtype).split(".")[-1],
         "random_weights": True, "resolution": base.resolution, "ddim_steps": preset.ddim_steps,
@@ -133,6 +169,8 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
+    if compiled:
+        result["compiled"] = compiled
     print(json.dumps(result))
 
 

@@ -18,6 +18,10 @@ result keeps the box and its `box` tag).
 Deviations (configurable): AnoGen samples 3 random anomalies per type (seed 0) for TI; acbench trains on the
 protocol's synthesis split like every method. `composite: pixel` (default) pastes the generated box onto the
 normal pixels; `composite: none` keeps AnoGen's output, the whole decoded image.
+
+Generation speed (`compile`, `compile_mode`, `compile_backend`; `methods/diffusion/speed.py`): compiled, the
+UNet and VAE see every batch padded to `generation_batch` rows at the network calls, the noise still drawn
+for the real rows (AnomalyDiffusion's `sampling.inpaint`).
 """
 
 from __future__ import annotations
@@ -33,22 +37,22 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from safetensors.torch import load_file
 
 from acbench.data.category import CategoryData
 from acbench.errors import UserError, require_folder
-from acbench.protocol import config_hash
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
 from acbench_methods.anogen.boxes import WORK_SIDE, Range, box_range, product_foreground, sample_box
 from acbench_methods.anogen.embeddings import import_released, one_key, released_dir_name, train_token
 from acbench_methods.anomalydiffusion import mask_tensor, to_tensor
 from acbench_methods.anomalydiffusion.base import DiffusionBase
 from acbench_methods.anomalydiffusion.embedding import key_of, save_module
-from acbench_methods.anomalydiffusion.model import cached_base, weight_dtype
+from acbench_methods.anomalydiffusion.model import cached_base, plugin_base, train_state_root, weight_dtype
 from acbench_methods.anomalydiffusion.presets import MODELS
-from acbench_methods.anomalydiffusion.sampling import AARConfig, inpaint
+from acbench_methods.anomalydiffusion.sampling import AARConfig, inpaint, rewinding
 from acbench_methods.anomalydiffusion.train import TrainConfig, TrainItem
+from acbench_methods.diffusion.speed import FastSampler, SpeedOptions
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class AnoGenOptions(BaseModel):
+class AnoGenOptions(SpeedOptions):  # + compile, compile_mode, compile_backend (generation speed)
     model_config = ConfigDict(extra="forbid")
     model: Literal["ldm", "tiny"] = "ldm"
     schedule: Literal["paper", "tiny"] = "paper"
@@ -133,14 +137,16 @@ def latent_box(mask: np.ndarray, latent: int) -> torch.Tensor:
 
 
 def paint(base: DiffusionBase, vectors: torch.Tensor, normals: list[np.ndarray], masks: list[np.ndarray],
-          preset: Preset, generator: torch.Generator, final_blend: bool = True, on_step=None) -> np.ndarray:
-    """Blended sampling in the boxes `masks` (bool, any size) of `normals`: uint8 [B, R, R, 3] at base resolution."""
+          preset: Preset, generator: torch.Generator, final_blend: bool = True, on_step=None,
+          pad_to: int | None = None) -> np.ndarray:
+    """Blended sampling in the boxes `masks` (bool, any size) of `normals`: uint8 [B, R, R, 3] at base resolution.
+    `pad_to`: the UNet and VAE inputs padded to that many rows (compiled networks; see `inpaint`)."""
     size = base.resolution
     pixel = torch.stack([mask_tensor(m, size) for m in masks]).to(base.device)
     latent = torch.stack([latent_box(m, base.latent_size) for m in masks]).to(base.device)
     images = inpaint(base, vectors, torch.stack([to_tensor(n, size) for n in normals]), pixel, preset.ddim_steps,
                      preset.eta, preset.guidance, AARConfig(enabled=False), generator, template=PROMPT,
-                     latent_masks=latent, final_blend=final_blend, on_step=on_step)
+                     latent_masks=latent, final_blend=final_blend, on_step=on_step, pad_to=pad_to)
     return ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
@@ -160,6 +166,8 @@ class AnoGen(Synthesizer):
         self._fit_base: DiffusionBase | None = None
         self.losses: dict[str, list[float]] = {}
         self.box_stats = {"pairs": 0, "default_range_types": set(), "whole_image_fallbacks": 0, "tight_empty": 0}
+        # compiled networks, batches padded to generation_batch at the network calls (option `compile`)
+        self._sampler = FastSampler(o, o.generation_batch, encode_once=False)
 
     def required_weights(self) -> list[WeightRequirement]:
         spec, o = MODELS[self.options.model], self.options
@@ -178,16 +186,11 @@ class AnoGen(Synthesizer):
                            "point it at AnoGen's DIFFUSION/logs folder (<category>_<type>/embeddings.pt)",
                            suffixes=[".pt"])
 
-    def _base(self, device: str) -> DiffusionBase:
-        o = self.options
-        return cached_base(o.model, self.weights_policy, str(o.weights_path) if o.weights_path else None, device,
-                           weight_dtype(device, o.mixed_precision))
-
     # ----------------------------------------------------------------------------------------- fit
 
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu", progress=None) -> None:
         workdir = Path(workdir)
-        base = self._fit_base = self._base(device)
+        base = self._fit_base = plugin_base(self.options, self.weights_policy, device)
         keys = sorted({key_of(d.category, t) for d in categories for t in d.synthesis})
         if not keys:
             raise UserError("anogen: no anomaly types in the synthesis split of the chosen categories")
@@ -204,7 +207,7 @@ class AnoGen(Synthesizer):
             cfg = TrainConfig(steps=p.train_steps, batch_size=p.batch_size, learning_rate=p.learning_rate,
                               save_every=p.save_every, masked_loss=False, augment=False,
                               mixed_precision=self.options.mixed_precision)
-            state_root = self._state_root(workdir, keys, seed)
+            state_root = train_state_root(self.options, self.weights_policy, workdir, keys, seed)
             for key in keys:
                 path = out / f"{released_dir_name(key)}.safetensors"
                 if path.is_file():  # finished before an interruption
@@ -220,13 +223,6 @@ class AnoGen(Synthesizer):
                 "random_weights": base.random_weights, "architecture": base.architecture,
                 "losses": {k: {"first": v[0], "last": v[-1], "steps": len(v)} for k, v in self.losses.items() if v}}
         (workdir / META).write_text(json.dumps(meta, indent=1))
-
-    def _state_root(self, workdir: Path, keys: list[str], seed: int) -> Path:
-        if self.options.train_state_dir is None:
-            return workdir / "train-state"
-        config = {"options": self.options.model_dump(mode="json", exclude={"train_state_dir"}), "keys": keys,
-                  "seed": seed, "weights": self.weights_policy}
-        return Path(self.options.train_state_dir) / config_hash(config)
 
     def _load(self, fit_dir: Path | None, device: str) -> Fitted:
         if fit_dir is None or not (Path(fit_dir) / META).is_file():
@@ -280,8 +276,13 @@ class AnoGen(Synthesizer):
         picks = [int(rng.integers(len(data.normal_train))) for _ in range(batch)]
         normals = [data.normal_image(i) for i in picks]
         boxes = [self.box_for(n, data.category, anomaly_type, rng) for n in normals]
-        pixels = paint(fitted.base, vector.expand(batch, -1, -1), normals, boxes, self.preset, generator,
-                       final_blend=o.composite == "pixel")
+        base = fitted.base
+
+        def painted(pad_to: int | None) -> np.ndarray:
+            return paint(base, vector.expand(batch, -1, -1), normals, boxes, self.preset, generator,
+                         final_blend=o.composite == "pixel", pad_to=pad_to)
+
+        pixels = self._sampler.run(base.unet, base.vae, batch, rewinding(generator, painted))
         for pick, normal, box, generated in zip(picks, normals, boxes, pixels, strict=True):
             if generated.shape[:2] != normal.shape[:2]:
                 generated = np.asarray(Image.fromarray(generated).resize(normal.shape[1::-1], Image.BICUBIC))
@@ -307,7 +308,8 @@ class AnoGen(Synthesizer):
                 "weights": "random" if random else "pretrained",
                 "embeddings": "released" if o.embeddings_path else "trained", "mask": o.mask,
                 "mask_kind": "box" if o.mask == "box" else "pixel (tight, derived from the box)",
-                "rotation": o.rotation, "foreground": o.foreground, "composite": o.composite, "boxes": stats}
+                "rotation": o.rotation, "foreground": o.foreground, "composite": o.composite, "boxes": stats,
+                "generation_speed": self._sampler.facts()}
         if base is not None and base.resolution_info is not None:
             info["base_weights"] = base.resolution_info.as_dict()
         return info

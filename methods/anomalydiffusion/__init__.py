@@ -21,6 +21,11 @@ Choices where the paper or code leave room (all configurable):
   `latent` compares the noisy latent as the released code does. Logit `scale` (paper/code) or `shift`.
 - The mask encoder is a small convolutional pyramid instead of the pSp IR-50 encoder (see `embedding.py`).
 - The mask model is trained jointly for all types (one run) rather than one 30k-step run per type.
+
+Generation speed (`compile`, `compile_mode`, `compile_backend`; `methods/diffusion/speed.py`): compiled, the
+UNet and VAE see every batch padded to `generation_batch` rows at the network calls, the noise still drawn
+for the real rows (`sampling.py`); with AAR on, every UNet call carries a weight map (ones where AAR does
+not act), so the compiled UNet is one graph per AAR setting.
 """
 
 from __future__ import annotations
@@ -34,25 +39,25 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from acbench.data.category import CategoryData
 from acbench.errors import UserError
 from acbench.masks import MaskSourceSpec
 from acbench.masks.foreground import TEXTURE_CATEGORIES
-from acbench.protocol import config_hash
 from acbench.synthesis import GenerationRequest, Sample, Synthesizer, WeightRequirement
 from acbench_methods.anomalydiffusion.embedding import AnomalyEmbedding, TokenTable, key_of, save_module, word_embedding
-from acbench_methods.anomalydiffusion.model import (ANOMALY_FILE, MASK_FILE, META, FittedModel, cached_base,
-                                                    load_fitted, weight_dtype)
+from acbench_methods.anomalydiffusion.model import (ANOMALY_FILE, MASK_FILE, META, FittedModel, load_fitted,
+                                                    plugin_base, train_state_root)
 from acbench_methods.anomalydiffusion.presets import MODELS, preset
-from acbench_methods.anomalydiffusion.sampling import AARConfig, inpaint
+from acbench_methods.anomalydiffusion.sampling import AARConfig, inpaint, rewinding
 from acbench_methods.anomalydiffusion.train import TrainConfig, TrainItem, train
+from acbench_methods.diffusion.speed import FastSampler, SpeedOptions
 
 log = logging.getLogger(__name__)
 
 
-class AnomalyDiffusionOptions(BaseModel):
+class AnomalyDiffusionOptions(SpeedOptions):  # + compile, compile_mode, compile_backend (generation speed)
     model_config = ConfigDict(extra="forbid")
     model: Literal["ldm", "sd15", "tiny"] = "ldm"
     schedule: Literal["paper", "fast", "tiny"] = "paper"
@@ -108,21 +113,18 @@ class AnomalyDiffusion(Synthesizer):
         self._fitted_dir: Path | None = None
         self._mask_sources: dict = {}
         self.losses: dict[str, list[float]] = {}
+        # compiled networks, batches padded to generation_batch at the network calls (option `compile`)
+        self._sampler = FastSampler(self.options, self.options.generation_batch, encode_once=False)
 
     def required_weights(self) -> list[WeightRequirement]:
         spec = MODELS[self.options.model]
         return [WeightRequirement(spec.hub_id, "AnomalyDiffusion base model")] if spec.hub_id else []
 
-    def _base(self, device: str):
-        o = self.options
-        return cached_base(o.model, self.weights_policy, str(o.weights_path) if o.weights_path else None, device,
-                           weight_dtype(device, o.mixed_precision))
-
     # ----------------------------------------------------------------------------------------- fit
 
     def fit(self, categories: list[CategoryData], workdir: Path, seed: int, device: str = "cpu", progress=None) -> None:
         workdir = Path(workdir)
-        base = self._fit_base = self._base(device)
+        base = self._fit_base = plugin_base(self.options, self.weights_policy, device)
         size = base.resolution
         items = [TrainItem(to_tensor(ex.image(), size), mask_tensor(ex.mask(), size), key_of(data.category, atype))
                  for data in categories for atype, examples in sorted(data.synthesis.items()) for ex in examples]
@@ -130,7 +132,7 @@ class AnomalyDiffusion(Synthesizer):
             raise UserError("anomalydiffusion: no training anomalies in the synthesis split of the chosen categories")
         keys = sorted({it.key for it in items})
         p = self.preset
-        state_root = self._state_root(workdir, keys, seed)
+        state_root = train_state_root(self.options, self.weights_policy, workdir, keys, seed)
         if not (workdir / ANOMALY_FILE).is_file():
             with torch.random.fork_rng(devices=[]):  # the encoder's initialisation follows the seed
                 torch.manual_seed(seed)
@@ -151,14 +153,6 @@ class AnomalyDiffusion(Synthesizer):
                                         state_root / "mask", seed + 1, device, progress)
             save_module(table, workdir / MASK_FILE, {"keys": keys, "n_tokens": p.mask_tokens, "dim": base.hidden_size})
         self._write_meta(workdir, keys, base)
-
-    def _state_root(self, workdir: Path, keys: list[str], seed: int) -> Path:
-        """Where training state lives; outside the fit folder, one subfolder per training configuration."""
-        if self.options.train_state_dir is None:
-            return workdir / "train-state"
-        config = {"options": self.options.model_dump(mode="json", exclude={"train_state_dir"}), "keys": keys,
-                  "seed": seed, "weights": self.weights_policy}
-        return Path(self.options.train_state_dir) / config_hash(config)
 
     def _train_config(self, steps: int, masked: bool) -> TrainConfig:
         p = self.preset
@@ -229,8 +223,13 @@ class AnomalyDiffusion(Synthesizer):
         mask_t = torch.stack([mask_tensor(m, size) for m in masks]).to(base.device)
         with torch.no_grad():
             vectors = fitted.anomaly([key_of(data.category, anomaly_type)] * batch, mask_t.float())
-        images = inpaint(base, vectors, torch.stack([to_tensor(n, size) for n in normals]), mask_t,
-                         self.preset.ddim_steps, self.preset.eta, self.preset.guidance, aar, generator)
+        normal_t, p = torch.stack([to_tensor(n, size) for n in normals]), self.preset
+
+        def painted(pad_to: int | None) -> torch.Tensor:
+            return inpaint(base, vectors, normal_t, mask_t, p.ddim_steps, p.eta, p.guidance, aar, generator,
+                           pad_to=pad_to)
+
+        images = self._sampler.run(base.unet, base.vae, batch, rewinding(generator, painted))
         pixels = ((images.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         for pick, normal, mask, generated in zip(picks, normals, masks, pixels, strict=True):
             if generated.shape[:2] != normal.shape[:2]:
@@ -246,7 +245,8 @@ class AnomalyDiffusion(Synthesizer):
         info = {"model": o.model, "schedule": o.schedule, "random_weights": random,
                 "weights": "random" if random else "pretrained", "mask_source": o.mask_source.name,
                 "composite": o.composite, "aar": {"mode": o.adaptive_attention, "types": o.adaptive_attention_types,
-                                                  "reference": o.aar_reference, "logits": o.aar_mode}}
+                                                  "reference": o.aar_reference, "logits": o.aar_mode},
+                "generation_speed": self._sampler.facts()}
         if base is not None and base.resolution_info is not None:
             info["base_weights"] = base.resolution_info.as_dict()
         for name, source in self._mask_sources.items():

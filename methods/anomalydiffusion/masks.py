@@ -7,6 +7,8 @@ a third set) are rejected, as in the original `generate_mask.py`. Unlike the ori
 to the product's foreground by default (`clip_to_foreground`): the original places some masks on the
 background (issues #48, #115 of the original repository). When `attempts` batches in a row yield no valid
 mask, the source falls back to `real-augmented` for that draw, logs it and counts it in `provenance()`.
+When the method has compiled the base's UNet (option `compile`), the mask batches reach it as contiguous
+tensors of one shape (`pad_to`: the batch itself), so they add one compiled graph, not one per layout.
 
 Options: `checkpoint` is an AnomalyDiffusion fit folder (the method sets it to its own fit when it uses
 this source); `steps`, `guidance` and `threshold` default to the fit's preset.
@@ -30,6 +32,7 @@ from acbench_methods.anomalydiffusion.embedding import key_of
 from acbench_methods.anomalydiffusion.model import FittedModel, load_fitted
 from acbench_methods.anomalydiffusion.presets import PRESETS
 from acbench_methods.anomalydiffusion.sampling import binarise_masks, sample_mask_images
+from acbench_methods.diffusion.speed import is_compiled
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,9 @@ class AnomalyDiffusionMasks(MaskSource):
         model = self.model()
         vectors = model.masks([key] * self.options.batch_size)
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-        images = sample_mask_images(model.base, vectors, self._setting("steps"), self._setting("guidance"), generator)
+        pad_to = len(vectors) if is_compiled(model.base.unet) else None
+        images = sample_mask_images(model.base, vectors, self._setting("steps"), self._setting("guidance"), generator,
+                                    pad_to=pad_to)
         return [m for m in binarise_masks(images, self._setting("threshold"), self.options.border_fraction)
                 if m is not None]
 

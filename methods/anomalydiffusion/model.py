@@ -1,4 +1,5 @@
-"""Loading a fitted AnomalyDiffusion folder: its base model, anomaly embedding and mask tokens."""
+"""Loading a fitted AnomalyDiffusion folder: its base model, anomaly embedding and mask tokens; the base and
+the training-state folder of a plugin on this base (AnomalyDiffusion, AnoGen) from its options."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 
 from acbench.errors import UserError
+from acbench.protocol import config_hash
 from acbench_methods.anomalydiffusion.base import DiffusionBase, load_base
 from acbench_methods.anomalydiffusion.embedding import (AnomalyEmbedding, TokenTable, load_anomaly_embedding,
                                                         load_token_table)
+from acbench_methods.diffusion.speed import SpeedOptions
 
 META = "anomalydiffusion.json"
 ANOMALY_FILE = "anomaly_embedding.safetensors"
@@ -29,6 +33,24 @@ def weight_dtype(device: str, mixed_precision: str) -> torch.dtype:
 def cached_base(model: str, policy: str, path: str | None, device: str, dtype: torch.dtype) -> DiffusionBase:
     """One frozen base per (model, weights, device) per process: the method and its mask source share it."""
     return load_base(model, policy, path).to(device, dtype)
+
+
+def plugin_base(options: BaseModel, policy: str, device: str) -> DiffusionBase:
+    """The cached base of a plugin's options `model`, `weights_path` and `mixed_precision`."""
+    path = str(options.weights_path) if options.weights_path else None
+    return cached_base(options.model, policy, path, device, weight_dtype(device, options.mixed_precision))
+
+
+def train_state_root(options: BaseModel, policy: str, workdir: Path, keys: list[str], seed: int) -> Path:
+    """Where a plugin keeps its resumable training state: inside the fit folder, or under its option
+    `train_state_dir` one subfolder per training configuration (options, keys, seed, weights policy; not
+    the generation speed options, which training does not read)."""
+    if options.train_state_dir is None:
+        return workdir / "train-state"
+    ignored = {"train_state_dir", *SpeedOptions.model_fields}
+    config = {"options": options.model_dump(mode="json", exclude=ignored), "keys": keys, "seed": seed,
+              "weights": policy}
+    return Path(options.train_state_dir) / config_hash(config)
 
 
 @dataclass

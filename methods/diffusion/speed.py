@@ -7,7 +7,8 @@ the eager path within float tolerance, see tests/test_diffusion_speed.py):
   costs tens of seconds and gains little there). Compile once per process and keep one batch size:
   every new shape compiles again.
 - padding: `sample_inpaint(..., pad_to=B)` fills a short last batch with copies of its last image, so
-  every UNet call has the compiled shape; the copies' outputs are dropped.
+  every UNet call has the compiled shape; the copies' outputs are dropped. A sampler that draws a batch's
+  noise from one generator pads at its network calls instead (`pad_rows`), so the real rows' noise stays.
 - `PromptEmbeddings`: the text encoder runs once per distinct (prompt, negative prompt), not once per
   batch; the pipeline then receives `prompt_embeds`.
 - `SpeedOptions` + `FastSampler`: the three above as plugin options (`compile`, `compile_mode`,
@@ -54,6 +55,11 @@ def compile_networks(unet: torch.nn.Module, vae: torch.nn.Module, device: str | 
     for module in (unet, vae.encoder, vae.decoder):
         module.compile(**settings)
     log.info("compiled UNet and VAE (%s, %s)", backend, mode)
+
+
+def is_compiled(module: torch.nn.Module) -> bool:
+    """Whether `module` runs a compiled forward (`nn.Module.compile`, as `compile_networks` does)."""
+    return module._compiled_call_impl is not None
 
 
 def uncompile_networks(unet: torch.nn.Module, vae: torch.nn.Module) -> None:
@@ -103,6 +109,13 @@ def pad_embeds(embeds: list[torch.Tensor], n: int, target: int) -> list[torch.Te
         halves = e.chunk(2) if e.shape[0] == 2 * n else (e,)
         out.append(torch.cat([torch.cat([h, h[-1:].expand(target - n, *h.shape[1:])]) for h in halves]))
     return out
+
+
+def pad_rows(x: torch.Tensor, target: int | None) -> torch.Tensor:
+    """x ([n, ...]) with its last row repeated up to `target` rows; x itself when target is None or <= n.
+    For a sampling loop that pads at its network calls (the noise stays drawn for the n real rows)."""
+    extra = 0 if target is None else target - x.shape[0]
+    return x if extra <= 0 else torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
 
 
 class SpeedOptions(BaseModel):
