@@ -18,7 +18,16 @@ import pytest
 import torch
 
 from acbench_methods.diffusion import build_inpaint_components, sample_inpaint
-from acbench_methods.diffusion.speed import PromptEmbeddings, compile_components, compile_enabled, pad_embeds
+from acbench_methods.diffusion.speed import (
+    FastSampler,
+    PromptEmbeddings,
+    SpeedOptions,
+    compile_components,
+    compile_enabled,
+    compile_networks,
+    is_compiled,
+    pad_embeds,
+)
 
 torch.set_num_threads(1)
 N = 3
@@ -75,6 +84,23 @@ def test_compile_is_off_on_cpu_by_default_and_can_be_forced():
     assert compile_enabled("auto", "cuda") and compile_enabled("auto", "cuda:1")
     assert not compile_enabled("auto", "cpu") and not compile_enabled("off", "cuda")
     assert compile_enabled("on", "cpu")
+
+
+def test_an_eager_job_uncompiles_networks_an_earlier_job_compiled():
+    """Networks cached in a worker process outlive a job: a `compile: off` job after a compiled one must
+    run (and record) the eager forward."""
+    class Unet(torch.nn.Conv2d):
+        device = torch.device("cpu")  # as a diffusers model has it
+
+    unet = Unet(1, 1, 1)
+    vae = torch.nn.Module()
+    vae.encoder, vae.decoder = torch.nn.Conv2d(1, 1, 1), torch.nn.Conv2d(1, 1, 1)
+    compile_networks(unet, vae, "cpu", backend="aot_eager")
+    assert is_compiled(unet) and is_compiled(vae.decoder)
+    sampler = FastSampler(SpeedOptions(compile="off"), batch_size=2)
+    assert sampler.run(unet, vae, 1, lambda pad_to: (pad_to, is_compiled(unet), is_compiled(vae.encoder))) \
+        == (None, False, False)
+    assert sampler.facts()["unet_compiled"] is False
 
 
 def _compiled_matches_eager(eager, backend: str) -> None:

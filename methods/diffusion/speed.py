@@ -195,6 +195,9 @@ class FastSampler:
         if self.state == "new":
             compiling = unet is not None and compile_enabled(self.options.compile, unet.device)
             self.state = "pending" if compiling else "eager"
+            if not compiling and unet is not None and is_compiled(unet):
+                # a base model cached in the process was compiled by an earlier job: this job runs eager
+                uncompile_networks(unet, vae)
             if compiling:
                 o = self.options
                 compile_networks(unet, vae, unet.device, o.compile_mode, o.compile_backend)
