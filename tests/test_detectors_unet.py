@@ -150,3 +150,34 @@ def test_unknown_preset_and_missing_set_are_user_errors(brick, tmp_path):
     with pytest.raises(UserError, match="synthetic set"):
         UnetLocalization({}, preset="tiny").run(brick, None, tmp_path, 0)
 
+
+
+def test_the_demo_preset_computes_single_threaded_under_any_job_thread_count(brick, tmp_path, monkeypatch):
+    """A job with 2 threads trains and scores the demo preset with 1 (its numbers are chaotic in the last
+    bit: another reduction order is another result), gives the 1-thread job's values exactly, and leaves
+    the job's thread count as it found it; the tiny preset computes with the job's threads."""
+    from acbench.detectors import unet
+
+    seen = []  # torch's thread count while the U-Net trains
+    original = unet.train_unet
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "train_unet", spy)
+    synthetic = identical_kind_set(brick, tmp_path / "syn", False, per_type=2)
+    values = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            detector = UnetLocalization({"epochs": 1, "samples_per_epoch": 16}, preset="demo", device="cpu")
+            rows = _rows(detector.run(brick, synthetic, tmp_path / f"demo-{threads}", seed=0))
+            values[threads] = {k: r.value for k, r in rows.items()}
+            assert torch.get_num_threads() == threads and rows["aupro"].extra["compute_threads"] == 1
+        assert values[1] == values[2] and seen == [1, 1]
+        detector = UnetLocalization({"epochs": 1, "samples_per_epoch": 8}, preset="tiny", device="cpu")
+        rows = _rows(detector.run(brick, synthetic, tmp_path / "tiny", seed=0))
+        assert seen[-1] == 2 and "compute_threads" not in rows["aupro"].extra
+    finally:
+        torch.set_num_threads(1)

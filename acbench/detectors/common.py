@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,19 @@ def mask_tensor(paths: list[Path | None], size: int) -> torch.Tensor:
     """bool (N, size, size); None -> an empty mask."""
     empty = np.zeros((size, size), bool)
     return torch.from_numpy(np.stack([load_mask(p, size) if p is not None else empty for p in paths]))
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """torch computes with `threads` intra-op threads inside (None: the job's own count), restored after.
+    A preset that pins its threads computes the same bits under any `executor.cpus_per_job`."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def to_float(images: torch.Tensor, device: str | torch.device) -> torch.Tensor:

@@ -12,6 +12,8 @@ BatchNorm running statistics, optimiser state, focal loss and the softmax of the
 fp32's range: no loss scaling). That the bf16 forward leaves the detection metrics unchanged within
 seed-to-seed spread is a GPU check (benchmarks/RESULTS.md), not yet measured. On the CPU everything is
 fp32, and the device-resident and host paths give bit-identical models (tests/test_detectors_device_pool.py).
+A preset may pin the CPU threads it computes with (`threads`; the demo's: 1), so the job's thread count
+cannot change its numbers.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from acbench.detectors.common import (
     category_records,
     load_eval_set,
     metric_rows,
+    pinned_threads,
     resolve_device,
     select_pairs,
     to_float,
@@ -59,6 +62,7 @@ class UnetPreset:
     batch_size: int
     lr: float
     milestones: tuple[float, ...] = (0.8, 0.9)  # fractions of the epochs (160 and 180 of 200)
+    threads: int | None = None  # CPU threads to compute with (None: the job's, executor.cpus_per_job)
 
 
 PRESETS = {
@@ -68,7 +72,11 @@ PRESETS = {
     "tiny": UnetPreset(image_size=64, base_width=16, epochs=6, samples_per_epoch=80, batch_size=8, lr=3e-3),
     # The embedded demo: 17 method rows x 3 categories on 2 CPU cores in minutes, so half the width (a quarter of
     # the convolution work) and 24 steps; it shows the machinery, its numbers are seed noise (benchmarks/RESULTS.md).
-    "demo": UnetPreset(image_size=64, base_width=8, epochs=3, samples_per_epoch=64, batch_size=8, lr=3e-3),
+    # Training this short is chaotic: a last-bit difference (another thread count's reduction order, another
+    # CPU's vector width) moves a cell's AUROC as much as another seed does. One thread, wherever it runs, so
+    # the executor's cpus_per_job cannot change a demo number.
+    "demo": UnetPreset(image_size=64, base_width=8, epochs=3, samples_per_epoch=64, batch_size=8, lr=3e-3,
+                       threads=1),
 }
 
 
@@ -189,17 +197,20 @@ class UnetLocalization(Detector):
             if progress:
                 progress(epoch + 1, preset.epochs)
 
-        model = train_unet(pool, preset, seed, device, on_epoch, data_on_device=opts.data_on_device)
-        if best is not None:
-            maps, scores = best.maps, best.scores
-        else:
-            maps, scores = predict(model, evalset.images, device)
+        with pinned_threads(preset.threads if device.type == "cpu" else None):
+            model = train_unet(pool, preset, seed, device, on_epoch, data_on_device=opts.data_on_device)
+            if best is not None:
+                maps, scores = best.maps, best.scores
+            else:
+                maps, scores = predict(model, evalset.images, device)
         write_raw_outputs(workdir, evalset, scores, maps, data.root)
         values = detection_metrics(evalset.labels, scores, evalset.masks.numpy(), maps)
         extra = {"weights": "from-scratch", "synthetic_ratio": opts.synthetic_ratio, "n_synthetic": pool.n_synthetic,
                  "selection": "test" if best else "last", "preset": self.preset, "image_size": preset.image_size}
         if best is not None:
             extra["best_epoch"] = best.epoch + 1
+        if preset.threads is not None and device.type == "cpu":
+            extra["compute_threads"] = preset.threads
         return metric_rows(values, extra)
 
 
