@@ -20,8 +20,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/acbench run protocols/demo.yaml
 
+# Test files are spread over TEST_WORKERS processes of one thread each (a file stays on one worker, so its
+# module fixtures are built once); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # After installing on a GPU machine: every registered method, metric and detector once (full-size
 # random networks, one line each, about 5 minutes on one GPU); exit code 1 if any failed.
