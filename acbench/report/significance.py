@@ -36,7 +36,7 @@ CONSISTENCY_TOLERANCE = 1e-3
 
 
 #: The same for pixel AUROC / AP, whose test reads per-image histograms of the maps: the binning error
-#: (`acbench.report.pixels`: at most 9.6e-4 for pixel AP on the demo) plus the detector's float32 scaling.
+#: (`acbench.report.pixels`: at most 7e-4 for pixel AP on the demo) plus the detector's float32 scaling.
 PIXEL_TOLERANCE = 2e-3
 #: Cell of a job: metric -> (test-set key, metric on the whole test set, metric per resample).
 JobCell = dict[str, tuple[tuple, float, np.ndarray]]
