@@ -33,8 +33,6 @@ from acbench.report.tables import BOOTSTRAP_RESAMPLES, MEAN_ROW, MetricTable
 #: |metric(predictions.csv) - value in results.csv| above which a job's predictions are not used. The
 #: detectors score min-max scaled float32 copies of the saved float64 scores: ties may differ by ~1e-4.
 CONSISTENCY_TOLERANCE = 1e-3
-
-
 #: The same for pixel AUROC / AP, whose test reads per-image histograms of the maps: the binning error
 #: (`acbench.report.pixels`: at most 7e-4 for pixel AP on the demo) plus the detector's float32 scaling.
 PIXEL_TOLERANCE = 2e-3
