@@ -1,11 +1,13 @@
-"""Cost of deciding the report's marks of image AUROC / AP by the paired bootstrap over test images.
+"""Cost of deciding the report's marks of image AUROC / AP and pixel AUROC / AP by the paired bootstrap
+over test images.
 
-Builds a run folder of hand-made detector outputs (predictions.csv per method x category x seed, the
-matching result rows) and times the report's tables (every metric grid and the summary) with and
-without the image-level test. Defaults are demo-sized (17 methods, 3 categories, 26 test images);
-`--categories 15 --anomalies 80 --normals 40` is about MVTec AD's size.
+Builds a run folder of hand-made detector outputs (predictions.csv and anomaly_maps.npz per method x
+category x seed, the matching result rows) and times the report's tables (every metric grid and the
+summary) with and without the test over images. Defaults are demo-sized (17 methods, 3 categories, 26
+test images of 64 x 64 pixels); `--categories 15 --anomalies 80 --normals 40` is about MVTec AD's size.
 
-    python benchmarks/report_ranking.py [--methods 17 --categories 3 --seeds 1 --anomalies 18 --normals 8]
+    python benchmarks/report_ranking.py [--methods 17 --categories 3 --seeds 1 --anomalies 18 --normals 8
+                                         --size 64]
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ from acbench.report.tables import MEAN_ROW, build_tables
 DETECTOR = "unet-localization"
 
 
-def make_run(root: Path, methods: int, categories: int, seeds: int, n_pos: int, n_neg: int) -> pd.DataFrame:
+def make_run(root: Path, methods: int, categories: int, seeds: int, n_pos: int, n_neg: int,
+             size: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     labels = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+    masks = np.zeros((labels.size, size, size), bool)
+    for i in range(n_pos):  # one square defect per anomalous image
+        y, x = rng.integers(0, size * 3 // 4, 2)
+        masks[i, y:y + size // 4, x:x + size // 4] = True
     rows = []
     for m in range(methods):
         strength = rng.uniform(0.0, 2.0)  # methods from chance to good detectors
@@ -40,13 +47,17 @@ def make_run(root: Path, methods: int, categories: int, seeds: int, n_pos: int, 
                 scores = labels * strength + rng.normal(0, 1, labels.size)
                 folder = root / "artifacts" / "detect" / DETECTOR / f"m{m:02d}" / f"c{c:02d}" / str(seed)
                 folder.mkdir(parents=True, exist_ok=True)
-                pd.DataFrame({"file": [f"{i:03d}.png" for i in range(labels.size)], "label": labels,
-                              "score": scores}).to_csv(folder / "predictions.csv", index=False)
+                files = [f"{i:03d}.png" for i in range(labels.size)]
+                pd.DataFrame({"file": files, "label": labels, "score": scores}).to_csv(folder / "predictions.csv",
+                                                                                        index=False)
+                maps = (masks * strength + rng.normal(0, 1, masks.shape)).astype(np.float32)
+                np.savez_compressed(folder / "anomaly_maps.npz", maps=maps, masks=masks, files=np.array(files))
                 base = {"method": f"m{m:02d}", "variant": "", "category": f"c{c:02d}", "seed": seed,
                         "stage": "detect", "detector": DETECTOR, "anomaly_type": "", "scope": "image"}
                 rows.append(base | {"metric": "image_auroc", "value": roc_auc_score(labels, scores)})
                 rows.append(base | {"metric": "image_ap", "value": average_precision_score(labels, scores)})
-                rows.append(base | {"metric": "pixel_ap", "value": rng.uniform(0.1, 0.6), "scope": "pixel"})
+                for metric, fn in (("pixel_auroc", roc_auc_score), ("pixel_ap", average_precision_score)):
+                    rows.append(base | {"metric": metric, "value": fn(masks.ravel(), maps.ravel()), "scope": "pixel"})
     return prepare(pd.DataFrame(rows))
 
 
@@ -70,10 +81,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--anomalies", type=int, default=18)
     parser.add_argument("--normals", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64, help="side of the anomaly maps in pixels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        frame = make_run(root, args.methods, args.categories, args.seeds, args.anomalies, args.normals)
+        frame = make_run(root, args.methods, args.categories, args.seeds, args.anomalies, args.normals,
+                         args.size)
         seeds_only, marked_seeds = render_tables(root, frame, image_test=False)
         with_images, marked_images = render_tables(root, frame, image_test=True)
     print(json.dumps({"benchmark": "report_ranking", **vars(args),

@@ -89,4 +89,14 @@ def write_predictions(root: Path, detector: str, label: str, category: str, seed
     return folder
 
 
-__all__ = ["CATEGORIES", "FID", "PIXEL_AP", "manifest", "results_frame", "write_predictions", "write_run"]
+def write_maps(root: Path, detector: str, label: str, category: str, seed: int, maps, masks) -> Path:
+    """anomaly_maps.npz of one detector job, beside its predictions.csv (same file names, same order)."""
+    folder = root / "artifacts" / "detect" / detector / label.replace("/", "@") / category / str(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "anomaly_maps.npz", maps=np.asarray(maps, np.float32), masks=np.asarray(masks, bool),
+                        files=np.array([f"img_{i:03d}.png" for i in range(len(maps))]))
+    return folder / "anomaly_maps.npz"
+
+
+__all__ = ["CATEGORIES", "FID", "PIXEL_AP", "manifest", "results_frame", "write_maps", "write_predictions",
+           "write_run"]

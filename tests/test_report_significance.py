@@ -113,7 +113,7 @@ def test_paired_statistic_by_hand(tmp_path):
         per_category = {}
         for cat, y in labels.items():
             got = test.replicates(cat, "a", "b")
-            (draws, n_pos), = [v for (c, _), v in test._draws.items() if c == cat]
+            (draws, n_pos), = [v for (c, *_), v in test.predictions._draws.items() if c == cat]
             assert n_pos == y.sum() and draws.shape == (2000, y.size)
             expected = []
             for d in draws[:50]:  # the same images for both methods and both seeds

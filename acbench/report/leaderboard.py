@@ -18,6 +18,7 @@ from acbench.data.io import atomic_write_text
 from acbench.errors import UserError
 from acbench.report.bootstrap import MERGED_PREDICTIONS, predictions_path
 from acbench.report.load import Run, load_run
+from acbench.report.pixels import MAPS_FILE
 
 #: Protocol fields that must agree for numbers to be comparable (dotted paths into the manifest's protocol).
 MUST_AGREE = ("dataset.kind", "dataset.split", "dataset.image_size", "dataset.root", "generation.per_type",
@@ -37,8 +38,9 @@ def _run_names(roots: list[Path]) -> list[str]:
 
 
 def _copy_predictions(run: Run, name: str, shared: set[tuple[str, str]], dest: Path) -> None:
-    """Copy the run's detector predictions.csv under the merged labels, so the merged report's intervals
-    and image-level significance tests (which read them) work as in each run's own report."""
+    """Copy the run's detector predictions.csv (and anomaly_maps.npz) under the merged labels, so the merged
+    report's intervals and significance tests over test images (which read them) work as in each run's own
+    report."""
     frame = run.frame
     if frame.empty:
         return
@@ -51,6 +53,8 @@ def _copy_predictions(run: Run, name: str, shared: set[tuple[str, str]], dest: P
             target = predictions_path(dest, det, method, merged, category, seed)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+            if source.with_name(MAPS_FILE).is_file():  # the pixel AUROC / AP test reads the maps beside it
+                shutil.copyfile(source.with_name(MAPS_FILE), target.with_name(MAPS_FILE))
 
 
 def merge_runs(run_dirs: list[str | Path], out: str | Path) -> Path:

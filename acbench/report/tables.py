@@ -45,7 +45,8 @@ class MetricTable:
     #: row -> the paired units behind it (index: seed, or (category, seed) for the mean row; columns: labels)
     units: dict[str, pd.DataFrame] = field(default_factory=dict)
     boxes: set[str] = field(default_factory=set)  # labels trained / scored on box masks (pixel metrics only)
-    #: the paired bootstrap over test images (image AUROC / AP with predictions.csv; see `significance`)
+    #: the paired bootstrap over test images (image AUROC / AP with predictions.csv, pixel AUROC / AP with
+    #: anomaly_maps.npz; see `significance`)
     image_test: ImageTest | None = None
     #: row -> the tests that applied to its compared pairs (TEST_IMAGES, TEST_UNITS), filled by `ranks`
     decided: dict[str, set[str]] = field(default_factory=dict)
@@ -111,8 +112,9 @@ class MetricTable:
         """Whether `better` beats `worse` in `row` by every test that applies (none applies: a tie).
 
         Over units: a paired bootstrap of the mean difference over shared seeds (categories x seeds in the
-        mean row), given at least MIN_PAIRED_UNITS of them. Over test images (`image_test`, image AUROC /
-        AP with per-image predictions): the same draws of the test images for both methods.
+        mean row), given at least MIN_PAIRED_UNITS of them. Over test images (`image_test`: image AUROC /
+        AP with per-image predictions, pixel AUROC / AP with the saved anomaly maps): the same draws of the
+        test images for both methods.
         """
         sign = 1 if self.direction else -1
         verdicts = {}
