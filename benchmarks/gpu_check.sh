@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_check.sh selftest     # acbench selftest --device cuda, one line per plugin (~5 min)
 #   bash benchmarks/gpu_check.sh speed        # generation (compiled vs eager vs plain diffusers), detector, IC-LPIPS
 #   bash benchmarks/gpu_check.sh bf16         # unet-localization with and without bf16 autocast, 3 seeds (~4 min)
-#   bash benchmarks/gpu_check.sh all          # all three, one after the other
+#   bash benchmarks/gpu_check.sh ldm          # AnoGen / AnomalyDiffusion sampler, compiled vs eager (full-size LDM)
+#   bash benchmarks/gpu_check.sh all          # all four, one after the other
 #
 # On an offline GPU machine without acbench's dependencies, put the wheels of ../shared/gpu/fetch-wheels.sh
 # (or any folder of wheels) in .whl/: they are installed into /tmp/site first.
@@ -74,6 +75,17 @@ if [[ $part == speed || $part == all ]]; then
   step ic_lpips_dfmgan 240 "$py" benchmarks/ic_lpips.py --device "$device" --batch-size 64 "${lp[@]}"
   step ic_lpips_anomalydiffusion 240 "$py" benchmarks/ic_lpips.py --device "$device" --batch-size 64 \
     --variant anomalydiffusion "${lp[@]}"
+fi
+
+if [[ $part == ldm || $part == all ]]; then
+  # the sampler AnoGen and AnomalyDiffusion share, padded at the network calls: compiled vs eager batches
+  # on the same boxes and noise (speed-up, compile seconds, max abs difference in levels)
+  if [[ $small == 1 ]]; then
+    ldm=(--model tiny --pairs 5 --batch-size 2 --steps 4 --train-steps 0 --compile-backend aot_eager)
+  else
+    ldm=(--model ldm-arch --pairs 64 --batch-size 16 --train-steps 0)
+  fi
+  step anogen_generate 540 "$py" benchmarks/anogen_generate.py --device "$device" --compile "${ldm[@]}"
 fi
 
 if [[ $part == bf16 || $part == all ]]; then
