@@ -197,14 +197,14 @@ class UnetLocalization(Detector):
             if progress:
                 progress(epoch + 1, preset.epochs)
 
-        with pinned_threads(preset.threads if device.type == "cpu" else None):
+        with pinned_threads(preset.threads if device.type == "cpu" else None):  # the metrics' sums too
             model = train_unet(pool, preset, seed, device, on_epoch, data_on_device=opts.data_on_device)
             if best is not None:
                 maps, scores = best.maps, best.scores
             else:
                 maps, scores = predict(model, evalset.images, device)
+            values = detection_metrics(evalset.labels, scores, evalset.masks.numpy(), maps)
         write_raw_outputs(workdir, evalset, scores, maps, data.root)
-        values = detection_metrics(evalset.labels, scores, evalset.masks.numpy(), maps)
         extra = {"weights": "from-scratch", "synthetic_ratio": opts.synthetic_ratio, "n_synthetic": pool.n_synthetic,
                  "selection": "test" if best else "last", "preset": self.preset, "image_size": preset.image_size}
         if best is not None:
