@@ -37,6 +37,11 @@ def _run_names(roots: list[Path]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
 
 
+def _merged_variant(method: str, variant: str, run: str, shared: set[tuple[str, str]]) -> str:
+    """A row's variant in the merged results: a method measured in several runs carries its run's name."""
+    return f"{variant}@{run}" if (method, variant) in shared else variant
+
+
 def _copy_predictions(run: Run, name: str, shared: set[tuple[str, str]], dest: Path) -> None:
     """Copy the run's detector predictions.csv (and anomaly_maps.npz) under the merged labels, so the merged
     report's intervals and significance tests over test images (which read them) work as in each run's own
@@ -49,8 +54,7 @@ def _copy_predictions(run: Run, name: str, shared: set[tuple[str, str]], dest: P
     for det, method, variant, category, seed in keys.itertuples(index=False):
         source = predictions_path(run.root / "artifacts" / "detect", det, method, variant, category, seed)
         if source.is_file():
-            merged = f"{variant}@{name}" if (method, variant) in shared else variant
-            target = predictions_path(dest, det, method, merged, category, seed)
+            target = predictions_path(dest, det, method, _merged_variant(method, variant, name, shared), category, seed)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
             if source.with_name(MAPS_FILE).is_file():  # the pixel AUROC / AP test reads the maps beside it
@@ -87,8 +91,8 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
         variant = rows["variant"].fillna("").astype(str)
         per_method = rows.assign(_v=variant).groupby(["method", "_v"])["run"].nunique()
         shared = {key for key, n in per_method.items() if n > 1}
-        clash = [(m, v) in shared for m, v in zip(rows["method"], variant, strict=True)]
-        rows["variant"] = [f"{v}@{r}" if c else v for v, r, c in zip(variant, rows["run"], clash, strict=True)]
+        rows["variant"] = [_merged_variant(m, v, r, shared)
+                           for m, v, r in zip(rows["method"], variant, rows["run"], strict=True)]
     manifest = dict(base.manifest)
     protocol = dict(manifest.get("protocol", {}))
     protocol["name"] = f"compare of {', '.join(names)}"
